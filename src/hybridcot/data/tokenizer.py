@@ -1,0 +1,48 @@
+"""The embedded world's tokenizer: byte-level BPE with one token per digit and a ChatML template.
+
+Built with Hugging Face `tokenizers` on the world's own text and saved as an ordinary
+`PreTrainedTokenizerFast`, so every stage (transformers, vLLM, TRL) loads it like a real model's.
+Digits are split one per token (as Llama 3 and Qwen2 do), so arithmetic is not hidden in merges;
+the byte-level alphabet keeps any text (GSM8K, LaTeX) encodable losslessly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+# ChatML, as Qwen2 / SmolLM2 use, with {% generation %} markers so TRL can mask non-assistant tokens.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """Train the byte-level BPE (digits isolated) on `texts`; eos <|im_end|>, pad <|endoftext|>, left padding."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\d"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    # padding_side and model_max_length go through __init__: only init kwargs reach tokenizer_config.json,
+    # so attributes set afterwards are lost on save_pretrained/from_pretrained.
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", unk_token=None, clean_up_tokenization_spaces=False,
+                                   padding_side="left", model_max_length=2048)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast

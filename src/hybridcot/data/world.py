@@ -1,0 +1,200 @@
+"""The embedded reasoning world: multi-step arithmetic with difficulty levels 1-5.
+
+A problem is a chain of additions and subtractions ("What is 47 + 38 - 12 + 5?"); the level sets
+how many operands there are and how many digits they have. Two solution writers follow the
+conventions of real reasoning models:
+
+* **long**: thoughts separated by blank lines. A plan, one thought per operation done column by
+  column (each column is a one-digit fact, so a tiny model can get every step right), reflection
+  thoughts that open with "Wait,", "Let me double-check", "Alternatively," and a final
+  `\\boxed{}`. Re-verifications and alternatives are *redundant* (removing them changes nothing)
+  and the generator records that; "Wait, we still need to ..." thoughts carry a real step and are
+  not redundant. Long⊗Short's importance estimator is checked against these marks.
+* **short**: the whole chain in one line and the boxed answer: correct only if the model can do
+  the arithmetic in its head, which a tiny model can for one small operation and not for five.
+
+So long thinking helps exactly on the hard problems, the premise both methods build on.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+PROMPT_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
+
+# level -> (number of operands, smallest operand, largest operand)
+LEVELS: dict[int, tuple[int, int, int]] = {
+    1: (2, 1, 9),
+    2: (2, 10, 99),
+    3: (3, 10, 99),
+    4: (4, 10, 99),
+    5: (5, 10, 99),
+}
+QUESTION_TEMPLATES = ["What is {e}?", "Compute {e}.", "Calculate {e}.", "Evaluate {e}.", "Find the value of {e}."]
+ORDINALS = ["First", "Next", "Then", "Next", "Then", "Next"]
+
+
+@dataclass
+class Thought:
+    text: str
+    kind: str  # plan | step | verify | alternative | final
+    redundant: bool = False
+
+
+@dataclass
+class WorldProblem:
+    id: str
+    level: int
+    operands: list[int]
+    ops: list[str]  # len(operands) - 1, each "+" or "-"
+    template: int = 0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def expression(self) -> str:
+        parts = [str(self.operands[0])]
+        for op, x in zip(self.ops, self.operands[1:]):
+            parts += [op, str(x)]
+        return " ".join(parts)
+
+    @property
+    def answer(self) -> int:
+        return partial_totals(self.operands, self.ops)[-1]
+
+    @property
+    def problem(self) -> str:
+        return QUESTION_TEMPLATES[self.template % len(QUESTION_TEMPLATES)].format(e=self.expression)
+
+    def to_record(self) -> dict:
+        return {"id": self.id, "problem": self.problem, "answer": str(self.answer), "level": self.level,
+                "source": "world", "operands": self.operands, "ops": self.ops}
+
+
+def partial_totals(operands: list[int], ops: list[str]) -> list[int]:
+    totals = [operands[0]]
+    for op, x in zip(ops, operands[1:]):
+        totals.append(totals[-1] + x if op == "+" else totals[-1] - x)
+    return totals
+
+
+def make_problem(rng: random.Random, level: int, pid: str) -> WorldProblem:
+    if level not in LEVELS:
+        raise ValueError(f"level must be 1..5, got {level}")
+    n, lo, hi = LEVELS[level]
+    operands = [rng.randint(lo, hi)]
+    ops: list[str] = []
+    total = operands[0]
+    for _ in range(n - 1):
+        x = rng.randint(lo, hi)
+        op = "-" if (x <= total and rng.random() < 0.4) else "+"
+        ops.append(op)
+        operands.append(x)
+        total = total + x if op == "+" else total - x
+    return WorldProblem(pid, level, operands, ops, template=rng.randrange(len(QUESTION_TEMPLATES)))
+
+
+def generate_problems(n: int, seed: int, split: str = "train", levels: tuple[int, ...] = (1, 2, 3, 4, 5),
+                      level_weights: tuple[float, ...] | None = None) -> list[WorldProblem]:
+    """`n` problems, levels drawn uniformly (or by `level_weights`), reproducible from `seed`.
+
+    Splits use disjoint seed streams; `world_models.world_data` also drops train problems whose expression is in test.
+    """
+    rng = random.Random(f"{split}:{seed}")
+    out = []
+    for i in range(n):
+        level = rng.choices(levels, weights=level_weights)[0] if level_weights else levels[i % len(levels)]
+        out.append(make_problem(rng, level, f"world-{split}-{seed}-{i:06d}"))
+    return out
+
+
+# ---- the column-by-column arithmetic that the long writer spells out ----
+
+def _digits(x: int, width: int) -> list[int]:
+    return [(x // 10**k) % 10 for k in range(width)]
+
+
+def column_add(a: int, b: int) -> tuple[str, int]:
+    """'7+8=15, 4+3+1=8' (units first; higher columns add the carry), then a final carry."""
+    width = max(len(str(a)), len(str(b)))
+    da, db = _digits(a, width), _digits(b, width)
+    parts, carry = [], 0
+    for k in range(width):
+        s = da[k] + db[k] + carry
+        parts.append(f"{da[k]}+{db[k]}={s}" if k == 0 else f"{da[k]}+{db[k]}+{carry}={s}")
+        carry = s // 10
+    if carry:
+        parts.append(f"carry {carry}")
+    return ", ".join(parts), a + b
+
+
+def column_sub(a: int, b: int) -> tuple[str, int]:
+    """'5-2=3, 8-1-0=7'; a column that goes below zero borrows and writes its digit: '3-5 borrow 8'."""
+    assert a >= b
+    width = len(str(a))
+    da, db = _digits(a, width), _digits(b, width)
+    parts, borrow = [], 0
+    for k in range(width):
+        lhs = f"{da[k]}-{db[k]}" if k == 0 else f"{da[k]}-{db[k]}-{borrow}"
+        d = da[k] - db[k] - (borrow if k else 0)
+        if d < 0:
+            parts.append(f"{lhs} borrow {d + 10}")
+            borrow = 1
+        else:
+            parts.append(f"{lhs}={d}")
+            borrow = 0
+    return ", ".join(parts), a - b
+
+
+def column_work(a: int, op: str, b: int) -> tuple[str, int]:
+    return column_add(a, b) if op == "+" else column_sub(a, b)
+
+
+# ---- the two writers ----
+
+@dataclass
+class WriterConfig:
+    p_verify: float = 0.3  # after a step, re-check it (redundant)
+    p_alternative: float = 0.2  # after an addition, add the other way round (redundant)
+    p_wait_step: float = 0.25  # phrase a step as "Wait, we still need to ..." (not redundant)
+
+
+def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = None) -> list[Thought]:
+    cfg = cfg or WriterConfig()
+    thoughts = [Thought(f"Okay, let me work out {p.expression} one operation at a time.", "plan")]
+    total = p.operands[0]
+    for k, (op, x) in enumerate(zip(p.ops, p.operands[1:])):
+        work, new = column_work(total, op, x)
+        verb = "add" if op == "+" else "subtract"
+        head = f"Wait, we still need to {verb} {x}." if k > 0 and rng.random() < cfg.p_wait_step else f"{ORDINALS[k]},"
+        thoughts.append(Thought(f"{head} {total} {op} {x}: {work}, so {total} {op} {x} = {new}.", "step"))
+        r = rng.random()
+        if r < cfg.p_verify:
+            thoughts.append(Thought(f"Let me double-check {total} {op} {x}: {work}. Yes, {new}.", "verify",
+                                    redundant=True))
+        elif op == "+" and r < cfg.p_verify + cfg.p_alternative:
+            alt, _ = column_add(x, total)
+            thoughts.append(Thought(f"Alternatively, {x} + {total}: {alt}, the same {new}.", "alternative",
+                                    redundant=True))
+        total = new
+    thoughts.append(Thought(f"So the answer is \\boxed{{{total}}}.", "final"))
+    return thoughts
+
+
+def long_text(thoughts: list[Thought]) -> str:
+    return "\n\n".join(t.text for t in thoughts)
+
+
+def write_short(p: WorldProblem) -> str:
+    return f"{p.expression} = {p.answer}. The answer is \\boxed{{{p.answer}}}."
+
+
+def write_short_span(p: WorldProblem, start: int, end: int) -> str:
+    """Concise text for operations start..end-1 (used for Long⊗Short's short turns)."""
+    totals = partial_totals(p.operands, p.ops)
+    expr = " ".join([str(totals[start])] + [f"{op} {x}" for op, x in zip(p.ops[start:end], p.operands[start + 1:end + 1])])
+    return f"{expr} = {totals[end]}."
+
+
+def user_prompt(problem_text: str) -> str:
+    return f"{problem_text} {PROMPT_SUFFIX}"

@@ -1,0 +1,300 @@
+"""`hybridcot world build`: the embedded world's tokenizer, base, Long and Short models, evaluated.
+
+    hybridcot world build                      # default preset (~10 min on 2 cores)
+    hybridcot world build preset=tiny          # the preset tests use (~1 min)
+
+Pipeline: generate train/test problems -> train a byte-level BPE tokenizer on the world's text ->
+SFT a Qwen2-architecture base from scratch on both solution styles (TRL `SFTTrainer`) -> fine-tune
+a Long model (long solutions only) and a Short model (short only) from that base, so merging them
+is meaningful -> evaluate both on the test set -> `metrics.json` with the checks the rest of the
+project relies on (Long accurate and long, Short accurate only on easy levels).
+
+Everything lands in one folder named by a hash of the config (under ~/.cache/hybridcot/world/ by
+default), as ordinary checkpoint folders; a second run with the same config reuses each finished
+part, so every later stage treats these models exactly like downloaded ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hybridcot.config import config_dict, field, save_config
+from hybridcot.data import world as W
+from hybridcot.io import HybridcotError, read_json, write_json, write_jsonl
+
+WORLD_VERSION = "arith-v1"  # bump when the generator's text changes: it invalidates cached models
+
+PRESETS: dict[str, dict] = {
+    # ~1 minute: enough for every stage to run for real in tests, not for good accuracy.
+    "tiny": dict(n_train=600, n_test=40, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=192,
+                 base_steps=60, long_steps=20, short_steps=10, batch_size=16, lr=3e-3),
+    # the demo and the benchmarks: meets the accuracy/length checks in metrics.json.
+    "default": dict(n_train=8000, n_test=500, hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512,
+                    base_steps=900, long_steps=300, short_steps=120, batch_size=32, lr=2e-3),
+}
+
+
+@dataclass
+class WorldBuildConfig:
+    preset: str = field("default", help="size preset: 'tiny' (tests, ~1 min) or 'default' (demo, ~10 min)")
+    seed: int = field(0, help="seed for problems, writers, initialisation and training")
+    output: str = field("", help="output folder; empty = ~/.cache/hybridcot/world/<preset>-<config hash>")
+    n_train: int | None = field(None, help="training problems (each gives a long and a short solution)")
+    n_test: int | None = field(None, help="test problems (levels 1-5 in equal shares)")
+    vocab_size: int = field(512, help="BPE vocabulary size (digits are always single tokens)")
+    hidden_size: int | None = field(None, help="model width")
+    num_layers: int | None = field(None, help="transformer layers")
+    num_heads: int | None = field(None, help="attention heads (head_dim = hidden_size / num_heads)")
+    intermediate_size: int | None = field(None, help="MLP width")
+    base_steps: int | None = field(None, help="optimizer steps for the base model (both styles)")
+    long_steps: int | None = field(None, help="optimizer steps fine-tuning Long from base")
+    short_steps: int | None = field(None, help="optimizer steps fine-tuning Short from base")
+    batch_size: int | None = field(None, help="training batch size")
+    lr: float | None = field(None, help="peak learning rate (cosine schedule, 5% warmup)")
+    max_new_tokens: int = field(640, help="generation cap when evaluating")
+    eval_backend: str = field("auto", help="generation backend for evaluation: auto | hf | vllm")
+    force: bool = field(False, help="rebuild even if a finished build with this config exists")
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        for k, v in PRESETS[self.preset].items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be divisible by num_heads")
+        if min(self.n_train, self.n_test, self.base_steps, self.batch_size) <= 0:
+            raise ValueError("n_train, n_test, base_steps and batch_size must be positive")
+        if self.eval_backend not in ("auto", "hf", "vllm"):
+            raise ValueError("eval_backend must be auto, hf or vllm")
+
+    def fingerprint(self) -> str:
+        d = config_dict(self)
+        for k in ("output", "force", "eval_backend"):
+            d.pop(k)
+        d["world_version"] = WORLD_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def out_dir(self) -> Path:
+        if self.output:
+            return Path(self.output).expanduser()
+        return Path("~/.cache/hybridcot/world").expanduser() / f"{self.preset}-{self.fingerprint()}"
+
+
+@dataclass
+class WorldProblemsConfig:
+    output: str = field("world_problems.jsonl", help="JSONL file to write")
+    n: int = field(500, help="number of problems")
+    split: str = field("test", help="seed stream: 'train' and 'test' never share problems")
+    seed: int = field(0, help="seed")
+
+    def __post_init__(self):
+        if self.n <= 0:
+            raise ValueError("n must be positive")
+
+
+def write_world_problems(cfg: WorldProblemsConfig) -> Path:
+    probs = W.generate_problems(cfg.n, cfg.seed, cfg.split)
+    write_jsonl(cfg.output, (p.to_record() for p in probs))
+    print(f"wrote {cfg.n} problems to {cfg.output}")
+    return Path(cfg.output)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def world_data(cfg: WorldBuildConfig) -> tuple[list[W.WorldProblem], list[W.WorldProblem], list[list[W.Thought]]]:
+    """Train/test problems (disjoint by expression) and the long writer's thoughts for train."""
+    test = W.generate_problems(cfg.n_test, cfg.seed, "test")
+    test_exprs = {p.expression for p in test}
+    train = [p for p in W.generate_problems(cfg.n_train, cfg.seed, "train") if p.expression not in test_exprs]
+    rng = random.Random(f"writer:{cfg.seed}")
+    thoughts = [W.write_long(p, rng) for p in train]
+    return train, test, thoughts
+
+
+def _sft_rows(train, thoughts, style: str) -> list[dict]:
+    rows = []
+    for p, th in zip(train, thoughts):
+        prompt = [{"role": "user", "content": W.user_prompt(p.problem)}]
+        if style in ("long", "both"):
+            rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": W.long_text(th)}]})
+        if style in ("short", "both"):
+            rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": W.write_short(p)}]})
+    return rows
+
+
+def _new_model(cfg: WorldBuildConfig, tok):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    mc = Qwen2Config(
+        vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=2048, tie_word_embeddings=True, rope_theta=10000.0,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        torch_dtype="float32",
+    )
+    model = Qwen2ForCausalLM(mc)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def sft_train(model, tok, rows: list[dict], *, steps: int, batch_size: int, lr: float, seed: int,
+              what: str, warmup_ratio: float = 0.05) -> tuple[object, list[float]]:
+    """SFT with TRL on prompt/completion rows (loss on the completion only). Returns (model, losses)."""
+    import tempfile
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from hybridcot.training import LossHistory, check_finite, cpu_threads
+
+    cpu_threads()
+    hist = LossHistory()
+    with tempfile.TemporaryDirectory(prefix="hybridcot-sft-") as tmp:
+        args = SFTConfig(
+            output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
+            lr_scheduler_type="cosine", warmup_steps=max(1, int(warmup_ratio * steps)), weight_decay=0.0,
+            logging_steps=max(1, steps // 20), save_strategy="no", report_to="none", use_cpu=True, bf16=False,
+            seed=seed, data_seed=seed, max_length=1024, completion_only_loss=True, dataloader_num_workers=0,
+            disable_tqdm=True, train_sampling_strategy="group_by_length",
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                             callbacks=[hist])
+        trainer.train()
+    check_finite(hist, what)
+    return trainer.model, hist.losses
+
+
+def build_world(cfg: WorldBuildConfig) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    from hybridcot.data.tokenizer import train_tokenizer
+    from hybridcot.training import save_checkpoint
+
+    out = cfg.out_dir()
+    done = out / "metrics.json"
+    if done.exists() and not cfg.force:
+        metrics = read_json(done)
+        print(f"world build: reusing {out} (config {cfg.fingerprint()})")
+        _print_metrics(metrics)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    train, test, thoughts = world_data(cfg)
+    write_jsonl(out / "data" / "test.jsonl", (p.to_record() for p in test))
+    write_jsonl(out / "data" / "train.jsonl", (p.to_record() for p in train))
+    write_jsonl(out / "data" / "train_long_thoughts.jsonl",
+                ({"id": p.id, "thoughts": [dataclasses.asdict(t) for t in th]} for p, th in zip(train, thoughts)))
+
+    tok_dir = out / "tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        texts = [W.user_prompt(p.problem) for p in train[:2000]] + [W.long_text(t) for t in thoughts[:2000]]
+        texts += [W.write_short(p) for p in train[:2000]]
+        tok = train_tokenizer(texts, cfg.vocab_size)
+        tok.save_pretrained(tok_dir)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    timings["data"] = time.time() - t0
+
+    meta = {"world_version": WORLD_VERSION, "config": config_dict(cfg), "fingerprint": cfg.fingerprint()}
+    losses: dict[str, list[float]] = {}
+    stages = [("base", None, "both", cfg.base_steps, cfg.lr),
+              ("long", "base", "long", cfg.long_steps, cfg.lr / 2),
+              ("short", "base", "short", cfg.short_steps, cfg.lr / 2)]
+    for name, parent, style, steps, lr in stages:
+        if (out / name / "model.safetensors").exists():
+            continue
+        t = time.time()
+        model = _new_model(cfg, tok) if parent is None else AutoModelForCausalLM.from_pretrained(out / parent)
+        model, losses[name] = sft_train(model, tok, _sft_rows(train, thoughts, style), steps=steps,
+                                        batch_size=cfg.batch_size, lr=lr, seed=cfg.seed, what=f"world {name}")
+        save_checkpoint(model, tok, out / name, {**meta, "role": name, "style": style, "parent": parent,
+                                                  "steps": steps, "losses": losses[name]})
+        timings[f"train_{name}"] = time.time() - t
+        print(f"world build: trained {name} in {timings['train_' + name]:.0f}s "
+              f"(loss {losses[name][0]:.3f} -> {losses[name][-1]:.3f})")
+
+    t = time.time()
+    evals = {name: evaluate_world_model(out / name, out / "data" / "test.jsonl", out / "eval" / name, cfg)
+             for name in ("long", "short")}
+    timings["eval"] = time.time() - t
+    timings["total"] = time.time() - t0
+    metrics = world_checks(evals["long"], evals["short"], out / "eval")
+    metrics.update({"preset": cfg.preset, "fingerprint": cfg.fingerprint(), "timings_s": timings,
+                    "models": {n: str(out / n) for n in ("base", "long", "short")}})
+    write_json(done, metrics)
+    _print_metrics(metrics)
+    return out
+
+
+def evaluate_world_model(model_dir: Path, problems: Path, out_dir: Path, cfg: WorldBuildConfig) -> dict:
+    from hybridcot.evaluation.stage import EvalConfig, run_eval
+
+    ecfg = EvalConfig(model=str(model_dir), problems=str(problems), output=str(out_dir), name=model_dir.name,
+                      backend=cfg.eval_backend, n=1, temperature=0.0, max_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    return run_eval(ecfg)
+
+
+def world_checks(long_m: dict, short_m: dict, eval_dir: Path) -> dict:
+    """The properties the methods need, measured (see the foundation issue)."""
+    from hybridcot.evaluation.metrics import per_problem_accuracy
+    from hybridcot.io import read_jsonl
+
+    acc_l = per_problem_accuracy(read_jsonl(eval_dir / "long" / "samples.jsonl"))
+    acc_s = per_problem_accuracy(read_jsonl(eval_dir / "short" / "samples.jsonl"))
+    common = sorted(set(acc_l) & set(acc_s))
+    short_ge = sum(acc_s[i] >= acc_l[i] for i in common) / max(1, len(common))
+    lv = lambda m, k, f: m["per_level"].get(str(k), {}).get(f, float("nan"))  # noqa: E731
+    ratio = long_m["mean_tokens"] / max(1e-9, short_m["mean_tokens"])
+    checks = {
+        "long_accuracy_ge_0.85": long_m["accuracy"] >= 0.85,
+        "long_level5_accuracy_ge_0.70": lv(long_m, 5, "accuracy") >= 0.70,
+        "short_level1_accuracy_ge_0.90": lv(short_m, 1, "accuracy") >= 0.90,
+        "short_level5_accuracy_le_0.50": lv(short_m, 5, "accuracy") <= 0.50,
+        "long_tokens_ge_4x_short": ratio >= 4.0,
+        "short_at_least_as_accurate_on_ge_30pct": short_ge >= 0.30,
+    }
+    return {"long": long_m, "short": short_m, "long_over_short_tokens": ratio,
+            "share_short_at_least_as_accurate": short_ge, "checks": checks, "all_checks_pass": all(checks.values())}
+
+
+def _print_metrics(m: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"embedded world ({m.get('preset')}, {m.get('fingerprint')})")
+    t.add_column("model")
+    t.add_column("accuracy")
+    for k in range(1, 6):
+        t.add_column(f"L{k} acc")
+    t.add_column("mean tokens")
+    for name in ("long", "short"):
+        mm = m[name]
+        t.add_row(name, f"{mm['accuracy']:.3f}", *[f"{mm['per_level'].get(str(k), {}).get('accuracy', float('nan')):.2f}"
+                                                   for k in range(1, 6)], f"{mm['mean_tokens']:.1f}")
+    c = Console()
+    c.print(t)
+    c.print(f"Long/Short tokens {m['long_over_short_tokens']:.1f}x; Short >= Long on "
+            f"{m['share_short_at_least_as_accurate']:.0%} of problems; checks: "
+            + ", ".join(f"{k}={'ok' if v else 'FAIL'}" for k, v in m["checks"].items()))
+
+
+def load_world_metrics(path: str | Path) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "metrics.json"
+    if not p.exists():
+        raise HybridcotError(f"{p}: no world metrics (run `hybridcot world build` first)")
+    return read_json(p)

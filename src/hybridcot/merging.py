@@ -1,0 +1,556 @@
+"""`hybridcot merge`: AdaR1 stage I, θ_H = α·θ_L + (1 − α)·θ_S over two checkpoint folders.
+
+    hybridcot merge long=runs/demo/world/long short=runs/demo/world/short output=runs/demo/adar1/merge
+    hybridcot merge -c recipes/tiny/merge.yaml alpha_sweep=0.5,0.6,0.7,0.8,0.9 sweep_problems=world:val:100
+
+Planning is separated from execution (as in mergekit): `check_compatible` reads only safetensors
+headers, configs and tokenizer files, and refuses with one line the first difference (tensor
+names, shapes, dtypes, vocab size, tokenizer, chat template). `write_merge` then streams one tensor
+pair at a time, computes in float32 (float64 stays float64), casts back to the source dtype and
+writes each output shard as soon as it is complete, mirroring the long model's sharding, so peak
+memory is about one shard. Everything goes into a temp folder beside `output`, renamed into place
+at the end. The folder also gets the long model's config, generation config, tokenizer and chat
+template, `merge.json`, `config.yaml` and an equivalent `mergekit.yaml`
+(`mergekit-yaml mergekit.yaml OUT` reproduces the tensors).
+
+The α sweep loads both state dicts once, writes each α's weights in place into one model object and
+evaluates it with the hf backend (no checkpoint per α): `sweep.json`, `sweep.png`,
+`sweep_samples.jsonl` in `sweep_dir` (default: `output`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from hybridcot.config import field, save_config
+from hybridcot.io import HybridcotError, atomic_write, read_json, write_json, write_jsonl
+
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model",
+                   "chat_template.jinja", "chat_template.json")
+COPY_FILES = ("config.json", "generation_config.json", *TOKENIZER_FILES)
+DEFAULT_ALPHA = 0.8
+_DTYPE_NAMES = {"F64": "float64", "F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+@dataclass
+class MergeConfig:
+    """Merge a Long and a Short checkpoint (AdaR1 stage I); optionally sweep α on validation problems."""
+
+    long: str = field("", help="Long-CoT checkpoint folder (θ_L; safetensors, single file or sharded)")
+    short: str = field("", help="Short-CoT checkpoint folder (θ_S): same tensors, shapes, dtypes and tokenizer")
+    output: str = field("", help="folder for the merged checkpoint at `alpha` (optional when alpha_sweep is set)")
+    alpha: float = field(DEFAULT_ALPHA, help="weight of the Long model: θ_H = α·θ_L + (1 − α)·θ_S (paper code: 0.8)")
+    alpha_sweep: list[float] = field([], help="α values to evaluate on sweep_problems, each merged in memory "
+                                              "(e.g. 0.5,0.6,0.7,0.8,0.9); no checkpoint is written per α")
+    sweep_problems: str = field("", help="validation problem spec for the sweep (load_problems), "
+                                         "e.g. world:val:100:seed=0")
+    sweep_limit: int = field(100, help="evaluate the sweep on at most this many problems")
+    sweep_dir: str = field("", help="folder for sweep.json, sweep.png, sweep_samples.jsonl (default: output)")
+    max_tokens: int = field(1024, help="sweep: maximum generated tokens per response (greedy, one sample)")
+    batch_size: int = field(64, help="sweep: problems per generate call")
+    dtype: str = field("float32", help="sweep: dtype of the evaluated model (float32 | bfloat16 | float16 | auto)")
+    backend: str = field("auto", help="sweep backend: auto | hf. The sweep merges in memory, so it runs on hf "
+                                      "(vllm cannot take in-memory weights)")
+    mergekit_yaml: str = field("", help="a mergekit `linear` YAML to take long, short and alpha from "
+                                        "(first model = Long; weights normalized unless normalize: false)")
+    seed: int = field(0, help="sampling seed (greedy decoding ignores it) and bootstrap seed")
+
+    def __post_init__(self) -> None:
+        if self.mergekit_yaml:
+            long, short, alpha = read_mergekit_yaml(self.mergekit_yaml)
+            for key, val in (("long", long), ("short", short)):
+                mine = getattr(self, key)
+                if mine and Path(mine).expanduser().resolve() != Path(val).expanduser().resolve():
+                    raise ValueError(f"{key}={mine!r} disagrees with {self.mergekit_yaml} ({val!r})")
+            if self.alpha != DEFAULT_ALPHA and abs(self.alpha - alpha) > 1e-9:
+                raise ValueError(f"alpha={self.alpha} disagrees with {self.mergekit_yaml} (weights give {alpha:g})")
+            self.long, self.short, self.alpha = long, short, alpha
+        for key in ("long", "short"):
+            if not str(getattr(self, key)).strip():
+                raise ValueError(f"{key} is required (or give mergekit_yaml)")
+        _check_alpha(self.alpha, "alpha")
+        for i, a in enumerate(self.alpha_sweep):
+            _check_alpha(a, f"alpha_sweep[{i}]")
+        if len(set(self.alpha_sweep)) != len(self.alpha_sweep):
+            raise ValueError(f"alpha_sweep has duplicate values: {self.alpha_sweep}")
+        if not self.output and not self.alpha_sweep:
+            raise ValueError("output is required (unless alpha_sweep is set)")
+        if self.alpha_sweep:
+            if not self.sweep_problems:
+                raise ValueError("alpha_sweep needs sweep_problems (e.g. world:val:100:seed=0)")
+            if not (self.sweep_dir or self.output):
+                raise ValueError("alpha_sweep needs sweep_dir or output for sweep.json")
+            if self.backend == "vllm":
+                raise ValueError("the alpha sweep merges in memory and evaluates on the hf backend; "
+                                 "backend 'vllm' is not supported here")
+        if self.backend not in ("auto", "hf", "vllm"):
+            raise ValueError(f"backend must be one of ['auto', 'hf', 'vllm'], got {self.backend!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise ValueError(f"dtype must be float32 | bfloat16 | float16 | auto, got {self.dtype!r}")
+        for key in ("sweep_limit", "max_tokens", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+
+
+def _check_alpha(alpha: float, name: str = "alpha") -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {alpha!r}")
+
+
+# --------------------------------------------------------------------------- mergekit YAML
+
+def read_mergekit_yaml(path: str | os.PathLike) -> tuple[str, str, float]:
+    """(long, short, alpha) from a mergekit `linear` config with two models (the first is Long)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HybridcotError(f"{path}: mergekit YAML not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise HybridcotError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
+    if not isinstance(data, dict):
+        raise HybridcotError(f"{path}: expected a mergekit config mapping at top level")
+    if data.get("merge_method") != "linear":
+        raise HybridcotError(f"{path}: merge_method: {data.get('merge_method')!r} is not supported (only 'linear')")
+    for key in ("slices", "modules"):
+        if data.get(key):
+            raise HybridcotError(f"{path}: {key}: not supported; list the two models under 'models:'")
+    models = data.get("models")
+    if not isinstance(models, list) or len(models) != 2:
+        raise HybridcotError(f"{path}: models: expected exactly 2 entries (Long first, then Short)")
+    top = data.get("parameters") or {}
+    if not isinstance(top, dict):
+        raise HybridcotError(f"{path}: parameters: expected a mapping")
+    normalize = top.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise HybridcotError(f"{path}: parameters.normalize: expected true/false, got {normalize!r}")
+    names, weights = [], []
+    for i, m in enumerate(models):
+        if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not m["model"]:
+            raise HybridcotError(f"{path}: models[{i}].model: expected a checkpoint path")
+        params = m.get("parameters") or {}
+        w = params.get("weight", top.get("weight")) if isinstance(params, dict) else None
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise HybridcotError(f"{path}: models[{i}].parameters.weight: expected a number, got {w!r} "
+                                 "(per-layer or filtered weights are not supported)")
+        names.append(m["model"])
+        weights.append(float(w))
+    total = sum(weights)
+    if normalize and total <= 0:
+        raise HybridcotError(f"{path}: models: weights sum to {total:g}; they must sum to a positive number")
+    if not normalize and abs(total - 1.0) > 1e-6:
+        raise HybridcotError(f"{path}: models: weights sum to {total:g} with normalize: false; "
+                             "α·θ_L + (1 − α)·θ_S needs them to sum to 1")
+    alpha = weights[0] / total if normalize else weights[0]
+    if not 0.0 <= alpha <= 1.0:
+        raise HybridcotError(f"{path}: models: weights give α = {alpha:g}, outside [0, 1]")
+    return names[0], names[1], alpha
+
+
+def write_mergekit_yaml(path: str | os.PathLike, long: str | os.PathLike, short: str | os.PathLike,
+                        alpha: float, out_dtype: str | None = None) -> Path:
+    """Write the mergekit `linear` config that reproduces this merge (absolute model paths)."""
+    doc: dict = {
+        "merge_method": "linear",
+        "models": [{"model": str(Path(long).resolve()), "parameters": {"weight": float(alpha)}},
+                   {"model": str(Path(short).resolve()), "parameters": {"weight": round(1.0 - alpha, 12)}}],
+        "parameters": {"normalize": True},
+        "dtype": "float32",
+    }
+    if out_dtype:
+        doc["out_dtype"] = out_dtype
+    with atomic_write(path) as f:
+        f.write("# θ_H = α·θ_L + (1 − α)·θ_S, written by `hybridcot merge`; reproduce with:\n"
+                "#   mergekit-yaml mergekit.yaml OUT_DIR\n")
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- planning
+
+@dataclass
+class Checkpoint:
+    """A checkpoint folder's weights, from the safetensors headers only."""
+
+    path: Path
+    files: dict[str, str]  # tensor name -> shard file, in the checkpoint's order
+    meta: dict[str, tuple[str, tuple[int, ...]]]  # tensor name -> (safetensors dtype, shape)
+    sharded: bool
+
+    def shards(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, f in self.files.items():
+            out.setdefault(f, []).append(name)
+        return out
+
+
+def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read the tensor map and headers of a HF checkpoint folder (model.safetensors or sharded)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path).expanduser()
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise HybridcotError(f"{path}: not a model checkpoint folder (no config.json)")
+    if (path / INDEX).is_file():
+        wm = read_json(path / INDEX).get("weight_map")
+        if not isinstance(wm, dict) or not wm:
+            raise HybridcotError(f"{path / INDEX}: weight_map: expected a non-empty mapping")
+        files, sharded = {str(k): str(v) for k, v in wm.items()}, True
+    elif (path / WEIGHTS).is_file():
+        files, sharded = {}, False
+    else:
+        raise HybridcotError(f"{path}: no {WEIGHTS} or {INDEX} (convert .bin checkpoints to safetensors first)")
+    meta: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for shard in dict.fromkeys(files.values()) if sharded else [WEIGHTS]:
+        if not (path / shard).is_file():
+            raise HybridcotError(f"{path / INDEX}: shard {shard} is missing")
+        try:
+            with safe_open(path / shard, framework="pt") as f:
+                for name in f.keys():
+                    sl = f.get_slice(name)
+                    meta[name] = (sl.get_dtype(), tuple(sl.get_shape()))
+                    if not sharded:
+                        files[name] = shard
+        except (OSError, SafetensorError) as e:
+            raise HybridcotError(f"{path / shard}: unreadable safetensors file ({str(e).splitlines()[0]})") from None
+    for name, shard in files.items():
+        if name not in meta:
+            raise HybridcotError(f"{path / INDEX}: tensor '{name}' is not in its shard {shard}")
+    return Checkpoint(path, files, meta, sharded)
+
+
+def check_compatible(long_dir: str | os.PathLike, short_dir: str | os.PathLike) -> tuple[Checkpoint, Checkpoint]:
+    """Both checkpoints, or one HybridcotError line naming the models and their first difference."""
+    L, S = open_checkpoint(long_dir), open_checkpoint(short_dir)
+    pre = f"cannot merge {L.path} (long) and {S.path} (short)"
+    only = sorted(set(L.meta) ^ set(S.meta))
+    if only:
+        side = "long" if only[0] in L.meta else "short"
+        hint = " (tie_word_embeddings differs?)" if only[0] == "lm_head.weight" else ""
+        raise HybridcotError(f"{pre}: tensor '{only[0]}' is only in the {side} model "
+                             f"({len(only)} tensor names differ){hint}")
+    for name, (dl, shl) in L.meta.items():
+        ds, shs = S.meta[name]
+        if shl != shs:
+            raise HybridcotError(f"{pre}: tensor '{name}' has shape {list(shl)} in long and {list(shs)} in short")
+        if dl != ds:
+            raise HybridcotError(f"{pre}: tensor '{name}' has dtype {dl} in long and {ds} in short")
+    cl, cs = read_json(L.path / "config.json"), read_json(S.path / "config.json")
+    vl, vs = _vocab_size(cl), _vocab_size(cs)
+    if vl != vs:
+        raise HybridcotError(f"{pre}: config.json vocab_size is {vl} in long and {vs} in short")
+    if cl.get("architectures") != cs.get("architectures"):
+        raise HybridcotError(f"{pre}: config.json architectures are {cl.get('architectures')} in long and "
+                             f"{cs.get('architectures')} in short")
+    diff = _tokenizer_difference(L.path, S.path)
+    if diff:
+        raise HybridcotError(f"{pre}: {diff}")
+    return L, S
+
+
+def _vocab_size(cfg: dict):
+    return cfg.get("vocab_size", (cfg.get("text_config") or {}).get("vocab_size"))
+
+
+def _vocab_difference(va: dict, vb: dict, what: str) -> str | None:
+    if len(va) != len(vb):
+        return f"{what} sizes differ ({len(va)} in long, {len(vb)} in short)"
+    for tok, i in sorted(va.items(), key=lambda kv: kv[1]):
+        if vb.get(tok) != i:
+            return f"{what} differ: token {tok!r} has id {i} in long and {vb.get(tok)} in short"
+    return None
+
+
+def _chat_template(path: Path) -> str | None:
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        if (path / name).is_file():
+            t = read_json(path / name).get("chat_template")
+            if t is not None:
+                return t if isinstance(t, str) else json.dumps(t, sort_keys=True)
+    return None
+
+
+def _tokenizer_difference(a: Path, b: Path) -> str | None:
+    """The first way the two folders' tokenizers differ (vocab, merges, added tokens, chat template)."""
+    has_a, has_b = (any((p / f).is_file() for f in TOKENIZER_FILES) for p in (a, b))
+    if has_a != has_b:
+        return f"only the {'long' if has_a else 'short'} model has tokenizer files"
+    if (a / "tokenizer.json").is_file() and (b / "tokenizer.json").is_file():
+        ja, jb = read_json(a / "tokenizer.json"), read_json(b / "tokenizer.json")
+        ma, mb = ja.get("model") or {}, jb.get("model") or {}
+        if isinstance(ma.get("vocab"), dict) and isinstance(mb.get("vocab"), dict):
+            d = _vocab_difference(ma["vocab"], mb["vocab"], "tokenizer vocabularies")
+            if d:
+                return d
+        if ma.get("merges") != mb.get("merges"):
+            return "tokenizer merges differ"
+        if ma != mb:
+            return "tokenizer.json models differ"
+        ta, tb = ja.get("added_tokens") or [], jb.get("added_tokens") or []
+        for x, y in zip(ta, tb):
+            if x != y:
+                return f"added token {x.get('content')!r} (id {x.get('id')}) differs from {y.get('content')!r}"
+        if len(ta) != len(tb):
+            return f"added tokens differ ({len(ta)} in long, {len(tb)} in short)"
+        for key in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
+            if ja.get(key) != jb.get(key):
+                return f"tokenizer.json '{key}' differs"
+    elif has_a:
+        from transformers import AutoTokenizer
+
+        d = _vocab_difference(AutoTokenizer.from_pretrained(a).get_vocab(),
+                              AutoTokenizer.from_pretrained(b).get_vocab(), "tokenizer vocabularies")
+        if d:
+            return d
+    if _chat_template(a) != _chat_template(b):
+        return "chat templates differ"
+    return None
+
+
+# --------------------------------------------------------------------------- execution
+
+def interpolate(a: torch.Tensor, b: torch.Tensor, alpha: float, name: str = "") -> torch.Tensor:
+    """α·a + (1 − α)·b computed in float32 (float64 kept) and cast back to a's dtype."""
+    if a.is_floating_point():
+        ct = torch.float64 if a.dtype == torch.float64 else torch.float32
+        return (alpha * a.to(ct) + (1.0 - alpha) * b.to(ct)).to(a.dtype)
+    if torch.equal(a, b):  # integer buffers: nothing to interpolate when they agree
+        return a.clone()
+    raise HybridcotError(f"tensor '{name}' is {a.dtype} (not floating point) and differs between the models")
+
+
+def merge_state_dicts(sd_long: dict[str, torch.Tensor], sd_short: dict[str, torch.Tensor],
+                      alpha: float) -> dict[str, torch.Tensor]:
+    """θ_H = α·θ_L + (1 − α)·θ_S for every tensor of two in-memory state dicts (same names, shapes, dtypes)."""
+    try:
+        _check_alpha(alpha)
+    except ValueError as e:
+        raise HybridcotError(str(e)) from None
+    only = sorted(set(sd_long) ^ set(sd_short))
+    if only:
+        side = "long" if only[0] in sd_long else "short"
+        raise HybridcotError(f"cannot merge state dicts: tensor '{only[0]}' is only in the {side} one")
+    out = {}
+    for name, a in sd_long.items():
+        b = sd_short[name]
+        if a.shape != b.shape or a.dtype != b.dtype:
+            raise HybridcotError(f"cannot merge state dicts: tensor '{name}' is {a.dtype} {list(a.shape)} in long "
+                                 f"and {b.dtype} {list(b.shape)} in short")
+        out[name] = interpolate(a, b, alpha, name)
+    return out
+
+
+def load_weights(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint in memory (the sweep holds both models once)."""
+    from safetensors import safe_open
+
+    out: dict[str, torch.Tensor] = {}
+    for shard, names in ckpt.shards().items():
+        with safe_open(ckpt.path / shard, framework="pt") as f:
+            out.update({n: f.get_tensor(n) for n in names})
+    return out
+
+
+def _stream(L: Checkpoint, S: Checkpoint, alpha: float, out_dir: Path) -> int:
+    """Write the merged shards (the long model's sharding) into out_dir; returns the bytes written."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    total, weight_map = 0, {}
+    with contextlib.ExitStack() as stack:
+        short_files: dict = {}
+
+        def short(name: str):
+            f = S.files[name]
+            if f not in short_files:
+                short_files[f] = stack.enter_context(safe_open(S.path / f, framework="pt"))
+            return short_files[f]
+
+        for shard, names in L.shards().items():
+            with safe_open(L.path / shard, framework="pt") as fl:
+                meta = {**(fl.metadata() or {}), "format": "pt"}
+                tensors = {}
+                for name in names:
+                    tensors[name] = interpolate(fl.get_tensor(name), short(name).get_tensor(name), alpha, name)
+                    total += tensors[name].numel() * tensors[name].element_size()
+            save_file(tensors, str(out_dir / shard), metadata=meta)
+            weight_map.update(dict.fromkeys(names, shard))
+            del tensors  # peak memory: one output shard
+    if L.sharded:
+        write_json(out_dir / INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
+    return total
+
+
+def _check_output(out: Path, L: Checkpoint, S: Checkpoint) -> None:
+    if out.resolve() in (L.path.resolve(), S.path.resolve()):
+        raise HybridcotError(f"{out}: output must differ from the long and short folders")
+    if out.exists() and not out.is_dir():
+        raise HybridcotError(f"{out}: output exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "merge.json").is_file():
+        raise HybridcotError(f"{out}: output exists and is not a merge output (no merge.json); "
+                             "choose a new folder or remove it")
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename tmp to out; an existing out is moved aside first and removed only once tmp is in place."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_merge(long_dir: str | os.PathLike, short_dir: str | os.PathLike, output: str | os.PathLike,
+                alpha: float = DEFAULT_ALPHA, *, cfg: MergeConfig | None = None) -> dict:
+    """Check, merge and write the checkpoint at `output` atomically; returns what merge.json holds."""
+    try:
+        _check_alpha(alpha)
+    except ValueError as e:
+        raise HybridcotError(str(e)) from None
+    L, S = check_compatible(long_dir, short_dir)
+    out = Path(output).expanduser()
+    _check_output(out, L, S)
+    t0 = time.time()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        nbytes = _stream(L, S, alpha, tmp)
+        for name in COPY_FILES:
+            if (L.path / name).is_file():
+                shutil.copy2(L.path / name, tmp / name)
+        dtypes = sorted({_DTYPE_NAMES.get(d, d) for d, _ in L.meta.values()})
+        info = {"method": "linear", "formula": "θ_H = α·θ_L + (1 − α)·θ_S", "alpha": alpha,
+                "long": str(L.path.resolve()), "short": str(S.path.resolve()), "n_tensors": len(L.meta),
+                "n_shards": len(L.shards()), "bytes": nbytes, "dtypes": dtypes, "seconds": time.time() - t0}
+        write_mergekit_yaml(tmp / "mergekit.yaml", L.path, S.path, alpha, dtypes[0] if len(dtypes) == 1 else None)
+        if cfg is not None:
+            save_config(cfg, tmp)
+        write_json(tmp / "merge.json", info)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+# --------------------------------------------------------------------------- α sweep
+
+def run_sweep(cfg: MergeConfig, L: Checkpoint, S: Checkpoint) -> tuple[dict, list[dict]]:
+    """Evaluate every α of cfg.alpha_sweep on cfg.sweep_problems, merged in memory.
+
+    Returns (the sweep.json content, every graded record with its "alpha").
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hybridcot.data.problems import load_problems
+    from hybridcot.evaluation.metrics import summarize
+    from hybridcot.evaluation.stage import generate_records
+    from hybridcot.generation import SamplingConfig
+    from hybridcot.generation.hf import DTYPES, HFGenerator
+
+    problems = load_problems(cfg.sweep_problems, limit=cfg.sweep_limit)
+    if not problems:
+        raise HybridcotError(f"{cfg.sweep_problems}: no problems for the alpha sweep")
+    sd_l, sd_s = load_weights(L), load_weights(S)
+    model = AutoModelForCausalLM.from_pretrained(L.path, dtype=DTYPES[cfg.dtype])
+    gen = HFGenerator(L.path, batch_size=cfg.batch_size, model=model, tokenizer=AutoTokenizer.from_pretrained(L.path))
+    targets = gen.model.state_dict()  # shares storage with the parameters: copy_ updates the model
+    bad = [n for n in sd_l if n not in targets or targets[n].shape != sd_l[n].shape]
+    loaded = {targets[n].data_ptr() for n in sd_l if n not in bad}
+    bad += [n for n in targets if n not in sd_l and targets[n].data_ptr() not in loaded]  # tied aliases are fine
+    if bad:
+        raise HybridcotError(f"{L.path}: model and checkpoint disagree on tensor '{bad[0]}'")
+    params = SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    entries, records = [], []
+    print(f"{'alpha':>6} {'accuracy':>9} {'95% CI':>16} {'mean tokens':>12}")
+    try:
+        for a in cfg.alpha_sweep:
+            t0 = time.time()
+            with torch.no_grad():
+                for name, tl in sd_l.items():
+                    targets[name].copy_(interpolate(tl, sd_s[name], a, name))
+            recs = generate_records(gen, problems, params, batch_size=cfg.batch_size, extra={"alpha": a})
+            m = summarize(recs, seed=cfg.seed)
+            entries.append({"alpha": a, **{k: m[k] for k in ("accuracy", "accuracy_ci", "mean_tokens", "mean_chars",
+                                                              "thinking_ratio", "truncated", "per_level")},
+                            "seconds": time.time() - t0})
+            records += recs
+            ci = m["accuracy_ci"]
+            print(f"{a:>6.2f} {m['accuracy']:>9.3f} {f'[{ci[0]:.3f}, {ci[1]:.3f}]':>16} {m['mean_tokens']:>12.1f}")
+    finally:
+        gen.close()
+    return {"long": str(L.path.resolve()), "short": str(S.path.resolve()), "problems": cfg.sweep_problems,
+            "n_problems": len(problems), "max_tokens": cfg.max_tokens, "dtype": cfg.dtype, "backend": "hf",
+            "seed": cfg.seed, "entries": entries}, records
+
+
+def plot_sweep(entries: list[dict], path: str | os.PathLike) -> Path:
+    """Accuracy (with 95% CI) and mean tokens against α, on two y axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = [e["alpha"] for e in entries]
+    ys = [e["accuracy"] for e in entries]
+    err = [[max(0.0, y - (e["accuracy_ci"] or [y, y])[0]) for y, e in zip(ys, entries)],
+           [max(0.0, (e["accuracy_ci"] or [y, y])[1] - y) for y, e in zip(ys, entries)]]
+    ax.errorbar(xs, ys, yerr=err, marker="o", color="C0", capsize=3, label="accuracy")
+    ax.set_xlabel("α (weight of the Long model)")
+    ax.set_ylabel("accuracy (pass@1)", color="C0")
+    ax.set_ylim(-0.02, 1.02)
+    ax2 = ax.twinx()
+    ax2.plot(xs, [e["mean_tokens"] for e in entries], marker="s", color="C1", label="mean tokens")
+    ax2.set_ylabel("mean generated tokens", color="C1")
+    ax.set_title("merge α sweep")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
+    return Path(path)
+
+
+def run_merge(cfg: MergeConfig) -> dict:
+    """The `hybridcot merge` stage: the sweep (if asked), then the checkpoint at cfg.alpha (if output is set)."""
+    L, S = check_compatible(cfg.long, cfg.short)
+    result: dict = {}
+    sweep, records = run_sweep(cfg, L, S) if cfg.alpha_sweep else (None, [])
+    if cfg.output:
+        result["merge"] = info = write_merge(L.path, S.path, cfg.output, cfg.alpha, cfg=cfg)
+        print(f"merged α = {cfg.alpha:g}: {info['n_tensors']} tensors, {info['bytes'] / 1e6:.1f} MB "
+              f"in {info['seconds']:.1f}s -> {cfg.output}")
+    if sweep is not None:
+        out = Path(cfg.sweep_dir or cfg.output)
+        write_jsonl(out / "sweep_samples.jsonl", records)
+        write_json(out / "sweep.json", sweep)
+        plot_sweep(sweep["entries"], out / "sweep.png")
+        if not cfg.output or out.resolve() != Path(cfg.output).resolve():
+            save_config(cfg, out)
+        print(f"alpha sweep -> {out / 'sweep.json'}")
+        result["sweep"] = sweep
+    return result

@@ -1,0 +1,327 @@
+"""merging.py: the linear merge against hand-computed interpolations, sharding, refusals, mergekit, α sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hybridcot import cli
+from hybridcot.io import HybridcotError, read_jsonl
+from hybridcot.merging import (
+    INDEX,
+    MergeConfig,
+    check_compatible,
+    merge_state_dicts,
+    read_mergekit_yaml,
+    run_merge,
+    write_merge,
+    write_mergekit_yaml,
+)
+
+
+def _save(model, tok_dir: Path, out: Path, **kw) -> Path:
+    """Save `model` + the tokenizer files of `tok_dir` (verbatim) into `out`."""
+    model.save_pretrained(out, **kw)
+    for f in tok_dir.iterdir():
+        if f.is_file() and (f.name.startswith("tokenizer") or f.name.startswith("chat_template")
+                            or f.name == "special_tokens_map.json"):
+            shutil.copy2(f, out / f.name)
+    return out
+
+
+def _pico(src: Path, seed: int, dtype=torch.float32, **overrides):
+    """A random pico model with the fixture's config (plus overrides), seeded differently."""
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    cfg = AutoConfig.from_pretrained(src)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    if getattr(cfg, "layer_types", None):  # one attention type per layer
+        cfg.layer_types = [cfg.layer_types[0]] * cfg.num_hidden_layers
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg).to(dtype).eval()
+    model.generation_config = GenerationConfig.from_pretrained(src)
+    return model
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    if (path / INDEX).exists():
+        out: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(json.loads((path / INDEX).read_text())["weight_map"].values())):
+            out.update(load_file(path / shard))
+        return out
+    return load_file(path / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory, pico_model_dir: Path) -> tuple[Path, Path]:
+    """(long, short): the session pico model and one from the same config with another seed."""
+    short = _save(_pico(pico_model_dir, seed=1), pico_model_dir, tmp_path_factory.mktemp("short"))
+    return pico_model_dir, short
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, pico_model_dir: Path, pair) -> dict[str, Path]:
+    """Variants: bf16 pair, sharded pair (different shard sizes), and mismatching models."""
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("variants")
+    long, short = (AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32) for p in pair)
+    out = {
+        "sharded_long": _save(long, pico_model_dir, root / "sharded_long", max_shard_size="100KB"),
+        "sharded_short": _save(short, pico_model_dir, root / "sharded_short", max_shard_size="60KB"),
+    }
+    out["bf16_long"] = _save(long.to(torch.bfloat16), pico_model_dir, root / "bf16_long")  # .to() is in place
+    out["bf16_short"] = _save(short.to(torch.bfloat16), pico_model_dir, root / "bf16_short")
+    out["wide"] = _save(_pico(pico_model_dir, 2, intermediate_size=96), pico_model_dir, root / "wide")
+    out["deep"] = _save(_pico(pico_model_dir, 3, num_hidden_layers=3), pico_model_dir, root / "deep")
+    out["untied"] = _save(_pico(pico_model_dir, 4, tie_word_embeddings=False), pico_model_dir, root / "untied")
+    # Same weights shapes, different tokenizer: two token ids swapped in the vocabulary.
+    other_tok = shutil.copytree(pair[1], root / "other_tok")
+    tj = json.loads((other_tok / "tokenizer.json").read_text())
+    vocab = tj["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[300:302]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other_tok / "tokenizer.json").write_text(json.dumps(tj))
+    out["other_tok"] = other_tok
+    other_tpl = shutil.copytree(pair[1], root / "other_template")
+    tpl = next(p for p in other_tpl.iterdir() if p.name.startswith("chat_template"))
+    tpl.write_text(tpl.read_text().replace("<|im_start|>", "<|im_start|> "))
+    out["other_template"] = other_tpl
+    return out
+
+
+def test_merge_matches_hand_interpolation(pair, tmp_path: Path) -> None:
+    long, short = pair
+    info = write_merge(long, short, tmp_path / "merged", 0.8)
+    A, B, M = _weights(long), _weights(short), _weights(tmp_path / "merged")
+    assert set(M) == set(A) and "lm_head.weight" not in M  # tied embeddings: absent in both, absent here
+    for k in A:
+        assert M[k].dtype == torch.float32
+        torch.testing.assert_close(M[k], 0.8 * A[k] + 0.2 * B[k], rtol=1e-6, atol=1e-7)
+    assert not torch.equal(A["model.embed_tokens.weight"], B["model.embed_tokens.weight"])  # the test has teeth
+    meta = json.loads((tmp_path / "merged" / "merge.json").read_text())
+    assert meta["alpha"] == 0.8 and meta["n_tensors"] == len(A) == info["n_tensors"]
+    assert meta["bytes"] == sum(t.numel() * t.element_size() for t in A.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temp folder left behind
+    for name in ("config.json", "generation_config.json", "tokenizer.json"):
+        assert (tmp_path / "merged" / name).read_bytes() == (long / name).read_bytes()
+
+
+def test_bf16_pair_keeps_dtype_and_computes_in_float32(models, tmp_path: Path) -> None:
+    write_merge(models["bf16_long"], models["bf16_short"], tmp_path / "m", 0.7)
+    A, B, M = _weights(models["bf16_long"]), _weights(models["bf16_short"]), _weights(tmp_path / "m")
+    for k in A:
+        assert M[k].dtype == torch.bfloat16
+        assert torch.equal(M[k], (0.7 * A[k].float() + 0.3 * B[k].float()).to(torch.bfloat16)), k
+    assert "out_dtype: bfloat16" in (tmp_path / "m" / "mergekit.yaml").read_text()
+
+
+def test_merge_state_dicts_is_pure_and_checks_its_inputs() -> None:
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor([3])}
+    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor([3])}
+    m = merge_state_dicts(a, b, 0.25)
+    assert torch.equal(m["w"], torch.tensor([2.5, 5.0])) and torch.equal(m["n"], torch.tensor([3]))
+    assert torch.equal(a["w"], torch.tensor([1.0, 2.0]))  # inputs untouched
+    with pytest.raises(HybridcotError, match="'x' is only in the short"):
+        merge_state_dicts(a, {**b, "x": torch.zeros(1)}, 0.5)
+    with pytest.raises(HybridcotError, match="'w'"):
+        merge_state_dicts(a, {**b, "w": torch.zeros(3)}, 0.5)
+    with pytest.raises(HybridcotError, match="not floating point"):
+        merge_state_dicts(a, {**b, "n": torch.tensor([4])}, 0.5)
+    with pytest.raises(HybridcotError, match="alpha"):
+        merge_state_dicts(a, b, 1.5)
+
+
+def test_sharded_checkpoints_merge_to_the_same_tensors_with_a_valid_index(pair, models, tmp_path: Path) -> None:
+    write_merge(*pair, tmp_path / "single", 0.8)
+    write_merge(models["sharded_long"], models["sharded_short"], tmp_path / "sharded", 0.8)
+    src_index = json.loads((models["sharded_long"] / INDEX).read_text())
+    index = json.loads((tmp_path / "sharded" / INDEX).read_text())
+    assert len(set(index["weight_map"].values())) > 1  # really sharded
+    assert index["weight_map"] == src_index["weight_map"]  # mirrors the long model's sharding
+    shards = set(index["weight_map"].values())
+    assert shards == {p.name for p in (tmp_path / "sharded").glob("*.safetensors")}
+    single, sharded = _weights(tmp_path / "single"), _weights(tmp_path / "sharded")
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in sharded.values())
+    assert set(single) == set(sharded)
+    for k in single:
+        assert torch.equal(single[k], sharded[k]), k
+    # A sharded Long with a single-file Short (different layouts) merges to the same tensors too.
+    write_merge(models["sharded_long"], pair[1], tmp_path / "mixed", 0.8)
+    assert all(torch.equal(single[k], v) for k, v in _weights(tmp_path / "mixed").items())
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ("wide", r"tensor 'model\.layers\.0\.mlp\.down_proj\.weight' has shape \[64, 128\] in long and \[64, 96\] in short"),
+    ("deep", r"tensor 'model\.layers\.2\..*' is only in the short model"),
+    ("untied", r"'lm_head\.weight' is only in the short model .*tie_word_embeddings"),
+    ("other_tok", r"tokenizer vocabularies differ: token .* has id \d+ in long and \d+ in short"),
+    ("other_template", r"chat templates differ"),
+    ("bf16_short", r"has dtype F32 in long and BF16 in short"),
+])
+def test_refusals_are_one_line_and_leave_the_output_alone(pair, models, tmp_path: Path, variant, expected) -> None:
+    fresh, existing = tmp_path / "fresh", tmp_path / "existing"
+    existing.mkdir()
+    (existing / "merge.json").write_text("{}")
+    (existing / "keep.txt").write_text("old merge")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out in (fresh, existing):
+        with pytest.raises(HybridcotError, match=expected) as e:
+            write_merge(pair[0], models[variant], out)
+        msg = str(e.value)
+        assert "\n" not in msg and str(pair[0]) in msg and str(models[variant]) in msg
+    assert not fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temp folders either
+    assert sorted(p.name for p in existing.iterdir()) == ["keep.txt", "merge.json"]
+    assert (existing / "keep.txt").read_text() == "old merge"
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_merge(pair, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(HybridcotError, match="not a merge output"):
+        write_merge(*pair, tmp_path)
+    with pytest.raises(HybridcotError, match="must differ"):
+        write_merge(*pair, pair[0])
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_rerun_replaces_a_previous_merge(pair, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    write_merge(*pair, out, 0.8)
+    write_merge(*pair, out, 0.5)
+    A, B, M = _weights(pair[0]), _weights(pair[1]), _weights(out)
+    torch.testing.assert_close(M["model.norm.weight"], 0.5 * A["model.norm.weight"] + 0.5 * B["model.norm.weight"])
+    assert json.loads((out / "merge.json").read_text())["alpha"] == 0.5
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_merged_folder_loads_with_transformers_and_keeps_the_chat_template(pair, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "m"
+    write_merge(*pair, out, 0.8)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    tok, tok_long = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(pair[0])
+    assert tok.chat_template and tok.chat_template == tok_long.chat_template
+    assert tok.get_vocab() == tok_long.get_vocab()
+    M = _weights(out)
+    for k, v in model.state_dict().items():
+        expected = M["model.embed_tokens.weight"] if k == "lm_head.weight" else M[k]  # tied
+        assert torch.equal(v, expected), k
+    ids = tok.apply_chat_template([{"role": "user", "content": "1 + 2"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    assert torch.isfinite(model(ids).logits).all()
+
+
+def test_cli_merge_and_one_line_refusal(pair, models, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["merge", f"long={pair[0]}", f"short={pair[1]}", f"output={tmp_path / 'm'}", "alpha=0.6"]) == 0
+    assert (tmp_path / "m" / "config.yaml").exists() and (tmp_path / "m" / "mergekit.yaml").exists()
+    assert json.loads((tmp_path / "m" / "merge.json").read_text())["alpha"] == 0.6
+    capsys.readouterr()
+    assert cli.main(["merge", f"long={pair[0]}", f"short={models['wide']}", f"output={tmp_path / 'x'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hybridcot merge: error: cannot merge") and "\n" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="long is required"):
+        MergeConfig(short="s", output="o")
+    with pytest.raises(ValueError, match="alpha must be"):
+        MergeConfig(long="l", short="s", output="o", alpha=1.2)
+    with pytest.raises(ValueError, match="output is required"):
+        MergeConfig(long="l", short="s")
+    with pytest.raises(ValueError, match="sweep_problems"):
+        MergeConfig(long="l", short="s", output="o", alpha_sweep=[0.5])
+    with pytest.raises(ValueError, match="duplicate"):
+        MergeConfig(long="l", short="s", output="o", alpha_sweep=[0.5, 0.5], sweep_problems="world:val:4")
+    with pytest.raises(ValueError, match="vllm"):
+        MergeConfig(long="l", short="s", output="o", alpha_sweep=[0.5], sweep_problems="world:val:4", backend="vllm")
+
+
+def _mk_yaml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_mergekit_yaml_read_write_and_config(tmp_path: Path) -> None:
+    p = write_mergekit_yaml(tmp_path / "a.yaml", tmp_path / "L", tmp_path / "S", 0.8, "float32")
+    assert read_mergekit_yaml(p) == (str((tmp_path / "L").resolve()), str((tmp_path / "S").resolve()), 0.8)
+    y = _mk_yaml(tmp_path / "b.yaml", "merge_method: linear\nmodels:\n  - model: L\n    parameters: {weight: 4}\n"
+                                      "  - model: S\n    parameters: {weight: 1}\ndtype: float32\n")
+    assert read_mergekit_yaml(y) == ("L", "S", 0.8)  # normalize (mergekit's default) divides by the sum
+    cfg = MergeConfig(mergekit_yaml=str(y), output="o")
+    assert (cfg.long, cfg.short, cfg.alpha) == ("L", "S", 0.8)
+    with pytest.raises(ValueError, match="disagrees"):
+        MergeConfig(mergekit_yaml=str(y), long="other", output="o")
+    bad = {
+        "normalize: false": ("merge_method: linear\nparameters: {normalize: false}\nmodels:\n  - model: L\n"
+                             "    parameters: {weight: 0.5}\n  - model: S\n    parameters: {weight: 0.2}\n"),
+        "only 'linear'": "merge_method: ties\nmodels:\n  - model: L\n  - model: S\n",
+        "exactly 2": "merge_method: linear\nmodels:\n  - model: L\n    parameters: {weight: 1}\n",
+        r"models\[1\]\.parameters\.weight": ("merge_method: linear\nmodels:\n  - model: L\n    parameters: "
+                                             "{weight: 1}\n  - model: S\n    parameters: {weight: [0, 1]}\n"),
+    }
+    for i, (expected, text) in enumerate(bad.items()):
+        with pytest.raises(HybridcotError, match=expected) as e:
+            read_mergekit_yaml(_mk_yaml(tmp_path / f"bad{i}.yaml", text))
+        assert "\n" not in str(e.value) and f"bad{i}.yaml" in str(e.value)
+
+
+def test_mergekit_reproduces_our_merge(pair, tmp_path: Path) -> None:
+    exe = shutil.which("mergekit-yaml")
+    if exe is None:
+        pytest.skip("mergekit-yaml is not on PATH (pip install 'hybridcot[merge]')")
+    ours = tmp_path / "ours"
+    write_merge(*pair, ours, 0.8)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([exe, str(ours / "mergekit.yaml"), str(tmp_path / "mk"), "--quiet", "--copy-tokenizer",
+                           "--no-write-model-card"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    M, K = _weights(ours), _weights(tmp_path / "mk")
+    assert set(M) == set(K)
+    for k in M:
+        assert K[k].dtype == M[k].dtype
+        torch.testing.assert_close(K[k].float(), M[k].float(), rtol=1e-6, atol=1e-7)
+
+
+def test_alpha_sweep_evaluates_in_memory_without_checkpoints(pair, tmp_path: Path) -> None:
+    from hybridcot.data.problems import load_problems
+    from hybridcot.generation import SamplingConfig, chat_prompt
+    from hybridcot.generation.hf import HFGenerator
+
+    spec = "world:test:6:seed=0"
+    cfg = MergeConfig(long=str(pair[0]), short=str(pair[1]), alpha_sweep=[0.0, 0.5, 1.0], sweep_problems=spec,
+                      max_tokens=8, sweep_dir=str(tmp_path / "sweep"))
+    result = run_merge(cfg)
+    sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [e["alpha"] for e in sweep["entries"]] == [0.0, 0.5, 1.0] == [e["alpha"] for e in result["sweep"]["entries"]]
+    for e in sweep["entries"]:
+        assert 0 <= e["accuracy"] <= 1 and len(e["accuracy_ci"]) == 2 and 0 < e["mean_tokens"] <= 8
+        assert e["per_level"]
+    assert (tmp_path / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+    assert not list((tmp_path / "sweep").rglob("*.safetensors"))  # no checkpoint per α
+    # α = 1 and α = 0 in memory generate exactly what the Long and Short checkpoints generate.
+    recs = read_jsonl(tmp_path / "sweep" / "sweep_samples.jsonl")
+    prompts = [chat_prompt(p.problem) for p in load_problems(spec)]
+    params = SamplingConfig(max_tokens=8)
+    for alpha, path in ((1.0, pair[0]), (0.0, pair[1])):
+        gen = HFGenerator(path)
+        direct = [s[0].text for s in gen.generate(prompts, params)]
+        assert [r["text"] for r in recs if r["alpha"] == alpha] == direct
+    mid = [r["text"] for r in recs if r["alpha"] == 0.5]
+    assert mid != [r["text"] for r in recs if r["alpha"] == 1.0]  # the weights really changed between α
+
+
+def test_check_compatible_accepts_a_matching_pair(pair) -> None:
+    L, S = check_compatible(*pair)
+    assert set(L.meta) == set(S.meta) and not L.sharded
