@@ -24,7 +24,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # with 1 thread and 10 ms with 2 under load). HYBRIDCOT_TEST_THREADS overrides.
     import torch
 
-    torch.set_num_threads(int(os.environ.get("HYBRIDCOT_TEST_THREADS", "1")))
+    threads = os.environ.get("HYBRIDCOT_TEST_THREADS", "1")
+    os.environ.setdefault("HYBRIDCOT_THREADS", threads)  # training helpers read this (training.cpu_threads)
+    torch.set_num_threads(int(threads))
 
 
 def world_texts(n_problems: int = 300, seed: int = 0) -> list[str]:

@@ -206,7 +206,8 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise HybridcotError(f"{path}: not a model checkpoint folder (no config.json)")
     if (path / INDEX).is_file():
-        wm = read_json(path / INDEX).get("weight_map")
+        index = read_json(path / INDEX)
+        wm = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(wm, dict) or not wm:
             raise HybridcotError(f"{path / INDEX}: weight_map: expected a non-empty mapping")
         files, sharded = {str(k): str(v) for k, v in wm.items()}, True
@@ -221,6 +222,8 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
         try:
             with safe_open(path / shard, framework="pt") as f:
                 for name in f.keys():
+                    if sharded and name not in files:  # not in the index: loaders ignore it, so do we
+                        continue
                     sl = f.get_slice(name)
                     meta[name] = (sl.get_dtype(), tuple(sl.get_shape()))
                     if not sharded:

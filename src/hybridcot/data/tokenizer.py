@@ -2,7 +2,7 @@
 
 Built with Hugging Face `tokenizers` on the world's own text and saved as an ordinary
 `PreTrainedTokenizerFast`, so every stage (transformers, vLLM, TRL) loads it like a real model's.
-Digits are split one per token (as Llama 3 and Qwen2 do), so arithmetic is not hidden in merges;
+Pre-tokenization is Qwen2's (one token per digit);
 the byte-level alphabet keeps any text (GSM8K, LaTeX) encodable losslessly.
 """
 
@@ -14,6 +14,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+QWEN2_PRETOKENIZE_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+                           r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 
 # ChatML, as Qwen2 / SmolLM2 use, with {% generation %} markers so TRL can mask non-assistant tokens.
 CHAT_TEMPLATE = (
@@ -31,9 +33,12 @@ CHAT_TEMPLATE = (
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """Train the byte-level BPE (digits isolated) on `texts`; eos <|im_end|>, pad <|endoftext|>, left padding."""
     tok = Tokenizer(models.BPE())
+    # Exactly Qwen2's pre-tokenizer: transformers loads any tokenizer saved beside a qwen2 config as
+    # Qwen2Tokenizer and rebuilds this step, so anything else would tokenize differently at inference
+    # than in training. It isolates every digit (\p{N}), so arithmetic is not hidden in merges.
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"\d"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,

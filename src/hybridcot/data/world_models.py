@@ -147,38 +147,11 @@ def _new_model(cfg: WorldBuildConfig, tok):
     return model
 
 
-def sft_train(model, tok, rows: list[dict], *, steps: int, batch_size: int, lr: float, seed: int,
-              what: str, warmup_ratio: float = 0.05) -> tuple[object, list[float]]:
-    """SFT with TRL on prompt/completion rows (loss on the completion only). Returns (model, losses)."""
-    import tempfile
-
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from hybridcot.training import LossHistory, check_finite, cpu_threads
-
-    cpu_threads()
-    hist = LossHistory()
-    with tempfile.TemporaryDirectory(prefix="hybridcot-sft-") as tmp:
-        args = SFTConfig(
-            output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
-            lr_scheduler_type="cosine", warmup_steps=max(1, int(warmup_ratio * steps)), weight_decay=0.0,
-            logging_steps=max(1, steps // 20), save_strategy="no", report_to="none", use_cpu=True, bf16=False,
-            seed=seed, data_seed=seed, max_length=1024, completion_only_loss=True, dataloader_num_workers=0,
-            disable_tqdm=True, train_sampling_strategy="group_by_length",
-        )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                             callbacks=[hist])
-        trainer.train()
-    check_finite(hist, what)
-    return trainer.model, hist.losses
-
-
 def build_world(cfg: WorldBuildConfig) -> Path:
     from transformers import AutoModelForCausalLM
 
     from hybridcot.data.tokenizer import train_tokenizer
-    from hybridcot.training import save_checkpoint
+    from hybridcot.training import save_checkpoint, sft_train
 
     out = cfg.out_dir()
     done = out / "metrics.json"

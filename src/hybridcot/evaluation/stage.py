@@ -101,8 +101,11 @@ def score_samples(problems: Sequence[Any], samples_per_problem: Sequence[Sequenc
     """Grade generator output: one record per sample, problem by problem, in order.
 
     `problems` are Problem objects or dicts (id, answer, level); samples are `Sample` objects or
-    dicts with text / n_tokens / finish_reason. `extra` keys are added to every record.
+    dicts with text / n_tokens / finish_reason. `extra` keys are added to every record (and win).
+    Every record carries `style` ("long" | "short", `hybridcot.adar1.style.classify_style`), so
+    each summary reports the Long-style share overall and per level (`style_share`).
     """
+    from hybridcot.adar1.style import classify_style
     from hybridcot.grading import shows_thinking
 
     if len(problems) != len(samples_per_problem):
@@ -126,6 +129,7 @@ def score_samples(problems: Sequence[Any], samples_per_problem: Sequence[Sequenc
             "reason": res.reason,
             "finish_reason": _get(s, "finish_reason", "stop"),
             "thinking": bool(shows_thinking(text)),
+            "style": classify_style(text),
             **(extra or {}),
         })
     return records
@@ -278,6 +282,8 @@ def summary_line(m: dict) -> str:
     ci_s = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
     tps = (m.get("timing") or {}).get("tokens_per_s")
     speed = f" | {tps:.0f} tok/s" if tps else ""
+    shares = m.get("style_share")
+    style = f" | long style {shares.get('long', 0.0):.0%}" if shares else ""
     return (f"eval {m.get('name', '?')}: accuracy {m['accuracy']:.3f}{ci_s} | mean tokens {m['mean_tokens']:.1f}"
-            f" | thinking {m['thinking_ratio']:.0%} | truncated {m['truncated']:.0%}"
+            f" | thinking {m['thinking_ratio']:.0%}{style} | truncated {m['truncated']:.0%}"
             f" | {m['n_problems']} problems x {m['samples_per_problem']}{speed}")
