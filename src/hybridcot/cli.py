@@ -40,7 +40,14 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
               "AdaR1 stage I: merge Long and Short checkpoints (θ = α·θ_L + (1−α)·θ_S), optionally sweeping α."),
     "report": ("hybridcot.evaluation.report", "ReportConfig", "run_report",
                "Put several eval runs in one table with ΔA, ΔL and AES against a base run."),
+    "adar1": ("hybridcot.adar1.pipeline", "AdaR1Config", "run_adar1",
+              "The AdaR1 chain from a recipe (world/merge/sample/pairs/DPO, baselines, eval, summary rows, report)."),
 }
+
+
+# Stages configured by a recipe (one YAML with a section per stage): `--recipe FILE` and dotted
+# overrides such as `dpo.learning_rate=1e-4` (hybridcot.recipes).
+RECIPE_STAGES = ("adar1",)
 
 
 def _load(name: str):
@@ -65,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp = parent.add_parser(parts[-1], help=help_, description=help_,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(_stage=name)
-        sp.add_argument("--config", "-c", default=None, help="YAML file with config keys")
+        if name in RECIPE_STAGES:
+            sp.add_argument("--recipe", "--config", "-c", dest="config", default=None, metavar="FILE",
+                            help="recipe YAML (top-level keys and one section per stage); "
+                                 "override with key=value or section.key=value")
+        else:
+            sp.add_argument("--config", "-c", default=None, help="YAML file with config keys")
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p
@@ -107,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         from hybridcot.config import load_config
 
         cfg_cls, fn = _load(args._stage)
-        cfg = load_config(cfg_cls, args.config, args.overrides)
+        if args._stage in RECIPE_STAGES:
+            from hybridcot.recipes import load_recipe
+
+            cfg = load_recipe(cfg_cls, args.config, args.overrides)
+        else:
+            cfg = load_config(cfg_cls, args.config, args.overrides)
         fn(cfg)
     except HybridcotError as e:
         if debug:

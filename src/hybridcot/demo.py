@@ -22,6 +22,7 @@ class DemoConfig:
     output: str = field("runs/demo", help="folder for summary.json, the report and each system's eval")
     preset: str = field("default", help="world preset: 'default' (the demo) or 'tiny' (a quick smoke run)")
     seed: int = field(0, help="seed for the world and every stage")
+    world: str = field("", help="world build folder; empty = the cache (~/.cache/hybridcot/world/<preset>-<hash>)")
     eval_backend: str = field("auto", help="generation backend: auto | hf | vllm")
 
     def __post_init__(self):
@@ -38,7 +39,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     t0 = time.time()
-    world = build_world(WorldBuildConfig(preset=cfg.preset, seed=cfg.seed, eval_backend=cfg.eval_backend))
+    world = build_world(WorldBuildConfig(preset=cfg.preset, seed=cfg.seed, eval_backend=cfg.eval_backend,
+                                         output=cfg.world))
     wm = read_json(world / "metrics.json")
     summary = out / "summary.json"
     for name in ("long", "short"):

@@ -17,7 +17,6 @@ field's type wants (YAML for numbers, lists and null; strings verbatim).
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,7 +80,10 @@ def section_config(section: Section, values: Mapping[str, Any] | None, name: str
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise HybridcotError(f"{name}.{k}: unknown key for {section.cls.__name__}{hint}")
     stage_values, _ = section.split(values)
-    base = {**stage_values, **(filled if filled is not None else dict.fromkeys(section.filled, CHAIN))}
+    if filled is None:  # validation only: a placeholder path, or the field's own default (pairs.include)
+        filled = {k: fields[k][1].default if fields[k][1].default not in (dataclasses.MISSING, "", None) else CHAIN
+                  for k in section.filled}
+    base = {**stage_values, **filled}
     try:
         return load_config(section.cls, base=base)
     except HybridcotError as e:
@@ -151,11 +153,18 @@ def load_recipe(cls: type[C], path: str | Path | None, overrides: list[str] | No
     data = read_yaml(path) if path is not None else {}
     if path is not None and "recipe" in config_fields(cls) and "recipe" not in data:
         data["recipe"] = str(path)
-    where = str(path) if path is not None else "recipe"
-    cfg = _build(cls, data, where)
-    if overrides:
-        cfg = _build(cls, apply_overrides(data, overrides, cls, sections), "command line")
-    return cfg
+    if not overrides:
+        return _build(cls, data, str(path) if path is not None else "recipe")
+    try:
+        return _build(cls, apply_overrides(data, overrides, cls, sections), "command line")
+    except HybridcotError as e:
+        if path is not None:  # the same error from the file alone: name the file, not the command line
+            try:
+                _build(cls, data, str(path))
+            except HybridcotError as f:
+                if str(f).removeprefix(f"{path}: ") == str(e).removeprefix("command line: "):
+                    raise f from None
+        raise
 
 
 def _build(cls: type[C], data: dict, where: str) -> C:
@@ -184,9 +193,3 @@ def validate_sections(cfg: Any) -> None:
         except HybridcotError as e:
             raise ValueError(str(e)) from None
 
-
-def is_section_type(tp: Any) -> bool:
-    """Whether an annotation is a mapping (a recipe section) or an optional one."""
-    if tp is dict or typing.get_origin(tp) is dict:
-        return True
-    return any(is_section_type(a) for a in typing.get_args(tp) if a is not type(None))

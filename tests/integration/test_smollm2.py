@@ -86,3 +86,21 @@ def test_vllm_greedy_agrees_with_hf(smollm2_dir, hf_outputs):
             assert (h[0].text, h[0].n_tokens, h[0].finish_reason) == (v[0].text, v[0].n_tokens, v[0].finish_reason)
     print(f"greedy tokens agreeing between hf and vllm (of {MAX_TOKENS}): {agree}")
     assert min(agree) >= MIN_AGREE
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_eval_on_real_gsm8k_problems(smollm2_dir, benchmarks_dir, tmp_path, backend):
+    """`hybridcot eval` on the first GSM8K test problems, through each backend: real data, real grader."""
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed")
+    from hybridcot.evaluation.stage import EvalConfig, run_eval
+    from hybridcot.io import read_jsonl
+
+    out = tmp_path / backend
+    m = run_eval(EvalConfig(model=str(smollm2_dir), problems=str(benchmarks_dir / "gsm8k_test.jsonl"),
+                            output=str(out), backend=backend, limit=3, max_tokens=96, n_boot=100))
+    recs = read_jsonl(out / "samples.jsonl")
+    assert [r["gold"] for r in recs] == ["18", "3", "70000"]  # read from the '####' lines
+    assert m["n_problems"] == 3 and 0.0 <= m["accuracy"] <= 1.0
+    assert all(0 < r["n_tokens"] <= 96 and r["finish_reason"] in ("stop", "length") for r in recs)
+    assert (out / "metrics.json").exists() and (out / "config.yaml").exists()

@@ -26,10 +26,10 @@ PROMPT_SUFFIX = "Let's think step by step and output the final answer within \\b
 # level -> (number of operands, smallest operand, largest operand)
 LEVELS: dict[int, tuple[int, int, int]] = {
     1: (2, 1, 9),
-    2: (2, 10, 99),
-    3: (3, 10, 99),
-    4: (4, 10, 99),
-    5: (5, 10, 99),
+    2: (3, 1, 9),
+    3: (4, 1, 9),
+    4: (5, 1, 9),
+    5: (6, 1, 9),
 }
 QUESTION_TEMPLATES = ["What is {e}?", "Compute {e}.", "Calculate {e}.", "Evaluate {e}.", "Find the value of {e}."]
 ORDINALS = ["First", "Next", "Then", "Next", "Then", "Next"]
@@ -53,10 +53,7 @@ class WorldProblem:
 
     @property
     def expression(self) -> str:
-        parts = [str(self.operands[0])]
-        for op, x in zip(self.ops, self.operands[1:]):
-            parts += [op, str(x)]
-        return " ".join(parts)
+        return format_expr(self.operands, self.ops)
 
     @property
     def answer(self) -> int:
@@ -71,6 +68,13 @@ class WorldProblem:
                 "source": "world", "operands": self.operands, "ops": self.ops}
 
 
+def format_expr(operands: list[int], ops: list[str]) -> str:
+    """'5+7-4': no spaces, so each digit's previous token is an operand or operator (tokenizers
+    split a space before a digit into its own token, which makes copying numbers much harder
+    for tiny models)."""
+    return str(operands[0]) + "".join(f"{op}{x}" for op, x in zip(ops, operands[1:]))
+
+
 def partial_totals(operands: list[int], ops: list[str]) -> list[int]:
     totals = [operands[0]]
     for op, x in zip(ops, operands[1:]):
@@ -82,11 +86,15 @@ def make_problem(rng: random.Random, level: int, pid: str) -> WorldProblem:
     if level not in LEVELS:
         raise ValueError(f"level must be 1..5, got {level}")
     n, lo, hi = LEVELS[level]
-    operands = [rng.randint(lo, hi)]
+    # Operands are distinct within a problem where the range allows: a repeated operand makes "which
+    # one comes next" ambiguous to copy, an artefact of the tiny models rather than of the task.
+    pool = list(range(lo, hi + 1))
+    rng.shuffle(pool)
+    draws = pool[:n] if len(pool) >= n else [rng.randint(lo, hi) for _ in range(n)]
+    operands = [draws[0]]
     ops: list[str] = []
     total = operands[0]
-    for _ in range(n - 1):
-        x = rng.randint(lo, hi)
+    for x in draws[1:]:
         op = "-" if (x <= total and rng.random() < 0.4) else "+"
         ops.append(op)
         operands.append(x)
@@ -157,6 +165,7 @@ class WriterConfig:
     p_verify: float = 0.3  # after a step, re-check it (redundant)
     p_alternative: float = 0.2  # after an addition, add the other way round (redundant)
     p_wait_step: float = 0.25  # phrase a step as "Wait, we still need to ..." (not redundant)
+    rewrite: bool = False  # end each step with what is left ("Now we have 11 - 4 + 4."), a scratchpad
 
 
 def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = None) -> list[Thought]:
@@ -167,14 +176,16 @@ def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = N
         work, new = column_work(total, op, x)
         verb = "add" if op == "+" else "subtract"
         head = f"Wait, we still need to {verb} {x}." if k > 0 and rng.random() < cfg.p_wait_step else f"{ORDINALS[k]},"
-        thoughts.append(Thought(f"{head} {total} {op} {x}: {work}, so {total} {op} {x} = {new}.", "step"))
+        rest = format_expr([new] + p.operands[k + 2:], p.ops[k + 1:])
+        left = f" Now we have {rest}." if cfg.rewrite and k + 1 < len(p.ops) else ""
+        thoughts.append(Thought(f"{head} {total}{op}{x}: {work}, so {total}{op}{x}={new}.{left}", "step"))
         r = rng.random()
         if r < cfg.p_verify:
-            thoughts.append(Thought(f"Let me double-check {total} {op} {x}: {work}. Yes, {new}.", "verify",
+            thoughts.append(Thought(f"Let me double-check {total}{op}{x}: {work}. Yes, {new}.", "verify",
                                     redundant=True))
         elif op == "+" and r < cfg.p_verify + cfg.p_alternative:
             alt, _ = column_add(x, total)
-            thoughts.append(Thought(f"Alternatively, {x} + {total}: {alt}, the same {new}.", "alternative",
+            thoughts.append(Thought(f"Alternatively, {x}+{total}: {alt}, the same {new}.", "alternative",
                                     redundant=True))
         total = new
     thoughts.append(Thought(f"So the answer is \\boxed{{{total}}}.", "final"))
@@ -186,14 +197,14 @@ def long_text(thoughts: list[Thought]) -> str:
 
 
 def write_short(p: WorldProblem) -> str:
-    return f"{p.expression} = {p.answer}. The answer is \\boxed{{{p.answer}}}."
+    return f"{p.expression}={p.answer}. The answer is \\boxed{{{p.answer}}}."
 
 
 def write_short_span(p: WorldProblem, start: int, end: int) -> str:
     """Concise text for operations start..end-1 (used for Long⊗Short's short turns)."""
     totals = partial_totals(p.operands, p.ops)
-    expr = " ".join([str(totals[start])] + [f"{op} {x}" for op, x in zip(p.ops[start:end], p.operands[start + 1:end + 1])])
-    return f"{expr} = {totals[end]}."
+    expr = format_expr([totals[start]] + p.operands[start + 1:end + 1], p.ops[start:end])
+    return f"{expr}={totals[end]}."
 
 
 def user_prompt(problem_text: str) -> str:

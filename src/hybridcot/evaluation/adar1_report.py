@@ -76,9 +76,9 @@ def plot_long_style_share(rows: list[dict], path: str | os.PathLike) -> Path:
     from hybridcot.evaluation.plots import plot_per_level
 
     series = [{"name": LABELS.get(r["name"], r["name"]),
-               "per_level": {lv: {"long_style_share": s} for lv, s in (r.get("long_style_share") or {}).items()}}
+               "per_level": {lv: {"Long-style share": s} for lv, s in (r.get("long_style_share") or {}).items()}}
               for r in rows]
-    return plot_per_level(series, "long_style_share", path)
+    return plot_per_level(series, "Long-style share", path)
 
 
 def write_adar1_report(systems: Mapping[str, dict], output: str | os.PathLike, base: str = "long") -> dict:

@@ -37,16 +37,25 @@ class ReportConfig:
 
 
 def summary_entry(metrics: dict, name: str) -> dict:
-    """The demo summary row for one system, from an eval's metrics dict."""
-    return {
+    """The demo summary row for one system, from an eval's metrics dict.
+
+    Where the metrics carry `style_share` per level (every eval since responses are classified by
+    style), the row also has `long_style_share`: level ("1".."5") -> share of Long-style answers.
+    """
+    per_level = metrics.get("per_level") or {}
+    entry = {
         "name": name,
         "accuracy": metrics["accuracy"],
         "accuracy_ci": list(metrics["accuracy_ci"]) if metrics.get("accuracy_ci") else None,
         "mean_tokens": metrics["mean_tokens"],
         "per_level": {str(k): {"accuracy": v["accuracy"], "mean_tokens": v["mean_tokens"]}
-                      for k, v in (metrics.get("per_level") or {}).items()},
+                      for k, v in per_level.items()},
         "thinking_ratio": metrics.get("thinking_ratio"),
     }
+    if any("style_share" in v for v in per_level.values()):
+        entry["long_style_share"] = {str(k): float((v.get("style_share") or {}).get("long", 0.0))
+                                     for k, v in per_level.items() if "style_share" in v}
+    return entry
 
 
 def update_summary(path: str | os.PathLike, entry: dict) -> list[dict]:

@@ -1,0 +1,268 @@
+"""The steps of `hybridcot adar1`, each a stage call guarded by a completeness check.
+
+Every step returns "ran", "skipped" (its output is complete and was made with the same settings:
+nothing is rewritten) or "copied" (an identical finished eval was reused). An output made with other
+settings than the ones asked for is an error naming the folder and the first differing setting,
+never silently reused or overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hybridcot.adar1.dpo import RESUME_FREE, DPOStageConfig
+from hybridcot.adar1.pairs import PairsConfig
+from hybridcot.adar1.sample import SampleConfig
+from hybridcot.adar1.sft import SFTStageConfig
+from hybridcot.config import config_dict
+from hybridcot.evaluation.stage import RUN_KEYS, EvalConfig
+from hybridcot.io import HybridcotError, read_json, write_json, write_jsonl
+from hybridcot.merging import MergeConfig
+
+EVAL_KEYS = (*RUN_KEYS, "limit")
+SAMPLE_KEYS = ("model", "problems", "k", "temperature", "top_p", "max_tokens", "seed", "limit",
+               "fallback_last_number")
+
+
+def _first_difference(old: dict, new: dict, keys) -> str | None:
+    return next((k for k in keys if k in old and k in new and old[k] != new[k]), None)
+
+
+def _stale(folder: Path, key: str, old: Any, new: Any) -> HybridcotError:
+    return HybridcotError(f"{folder}: made with {key}={old!r} but the recipe now gives {new!r}; remove it "
+                          "(and what was made from it) or choose a new output")
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=str))
+
+
+def short_solution(problem: Any) -> str:
+    """A short worked solution ending in \\boxed{answer}: GSM8K's without its <<...>> calculator notes."""
+    sol = (problem.meta or {}).get("solution")
+    if not isinstance(sol, str) or not sol.strip():
+        raise HybridcotError(f"make_short: problem {problem.id!r} has no worked solution (GSM8K 'answer' with "
+                             "'####', or MATH 'solution')")
+    if "\\boxed" in sol:
+        return sol.strip()
+    body = re.sub(r"<<[^>]*>>", "", sol)
+    body = "\n".join(line.rstrip() for line in body.splitlines() if not line.lstrip().startswith("####")).strip()
+    return f"{body}\nThe answer is \\boxed{{{problem.answer}}}."
+
+
+def make_short_step(sc: SFTStageConfig, problems: str, limit: int | None, accelerate_config: str = "") -> str:
+    """Short = SFT of Long (`sc.model`) on short solutions of `problems` (rows written once to `sc.data`)."""
+    from hybridcot.data.problems import load_problems
+    from hybridcot.generation import chat_prompt
+
+    data = Path(sc.data)
+    source = {"problems": problems, "limit": limit}
+    src_path = data.parent / "source.json"
+    if data.is_file() and src_path.is_file():
+        old = read_json(src_path)
+        key = _first_difference(old, source, source)
+        if key:
+            raise _stale(data.parent, key, old[key], source[key])
+    else:
+        rows = [{"prompt": chat_prompt(p.problem), "completion": [{"role": "assistant", "content": short_solution(p)}],
+                 "id": p.id} for p in load_problems(problems, limit=limit)]
+        write_json(src_path, {**source, "rows": len(rows)})
+        write_jsonl(data, rows)
+    return train_step(sc, "sft", accelerate_config)
+
+
+def merge_step(mc: MergeConfig) -> str:
+    """The merged checkpoint (and the α sweep, if asked), unless merge.json / sweep.json are there."""
+    from hybridcot.merging import run_merge
+
+    out = Path(mc.output)
+    need_merge = not (out / "merge.json").is_file()
+    if not need_merge:
+        info = read_json(out / "merge.json")
+        if abs(float(info.get("alpha", -1)) - mc.alpha) > 1e-12:
+            raise _stale(out, "alpha", info.get("alpha"), mc.alpha)
+        for side in ("long", "short"):
+            if info.get(side) != str(Path(getattr(mc, side)).resolve()):
+                raise _stale(out, side, info.get(side), str(Path(getattr(mc, side)).resolve()))
+    need_sweep = bool(mc.alpha_sweep) and not (Path(mc.sweep_dir) / "sweep.json").is_file()
+    if not (need_merge or need_sweep):
+        return "skipped"
+    run_merge(dataclasses.replace(mc, output=mc.output if need_merge else "",
+                                  alpha_sweep=mc.alpha_sweep if need_sweep else []))
+    return "ran"
+
+
+def sample_step(sc: SampleConfig) -> str:
+    """K samples per problem (run_sample resumes a partial run; a finished one is skipped)."""
+    from hybridcot.adar1.sample import run_sample
+
+    out = Path(sc.output)
+    if (out / "metrics.json").is_file() and (out / "sample_config.yaml").is_file():
+        old, new = read_yaml(out / "sample_config.yaml"), config_dict(sc)
+        key = _first_difference(old, new, SAMPLE_KEYS)
+        if key:
+            raise _stale(out, key, old[key], new[key])
+        return "skipped"
+    run_sample(sc)
+    return "ran"
+
+
+def pairs_step(pc: PairsConfig) -> str:
+    """pairs.jsonl + stats.json, unless written with the same config."""
+    from hybridcot.adar1.pairs import run_pairs
+
+    out = Path(pc.output)
+    if (out / "pairs.jsonl").is_file() and (out / "config.yaml").is_file():
+        old, new = read_yaml(out / "config.yaml"), config_dict(pc)
+        key = _first_difference(old, new, new)
+        if key:
+            raise _stale(out, key, old[key], new[key])
+        return "skipped"
+    run_pairs(pc)
+    return "ran"
+
+
+def baseline_data_step(pc: PairsConfig, shortest_dir: Path, merge_sft_dir: Path, baselines: list[str]) -> str:
+    """DPO-shortest pairs and Merge+SFT rows from the samples `pc` reads (each skipped when written)."""
+    from hybridcot.adar1.pairs import group_chosen_sft_rows, load_samples, shortest_vs_longest_pairs
+    from hybridcot.data.problems import load_problems
+
+    jobs = {"dpo_shortest": (shortest_dir, "pairs.jsonl", {"long_samples": pc.long_samples,
+                                                                "problems": pc.problems, "m2": pc.m2}),
+            "merge_sft": (merge_sft_dir, "sft.jsonl", {"long_samples": pc.long_samples,
+                                                            "short_samples": pc.short_samples, "problems": pc.problems,
+                                                            "epsilon": pc.epsilon, "m1": pc.m1, "seed": pc.seed})}
+    todo = []
+    for name in (b for b in ("dpo_shortest", "merge_sft") if b in baselines):
+        folder, fname, source = jobs[name]
+        if (folder / fname).is_file() and (folder / "source.json").is_file():
+            old = read_json(folder / "source.json")
+            key = _first_difference(old, source, source)
+            if key:
+                raise _stale(folder, key, old[key], source[key])
+            continue
+        todo.append(name)
+    if not todo:
+        return "skipped"
+    problems = load_problems(pc.problems)
+    answers = {p.id: p.answer for p in problems}
+    long_s = load_samples(pc.long_samples, answers)
+    for name in todo:
+        folder, fname, source = jobs[name]
+        if name == "dpo_shortest":
+            rows, stats = shortest_vs_longest_pairs(long_s, problems, m2=pc.m2)
+        else:
+            short_s = load_samples(pc.short_samples, answers)
+            rows = group_chosen_sft_rows(long_s, short_s, problems, epsilon=pc.epsilon, m1=pc.m1, seed=pc.seed)
+            styles = [r["style"] for r in rows]
+            stats = {"rows": len(rows), "by_style": {s: styles.count(s) for s in sorted(set(styles))},
+                     "problems": len({r["id"] for r in rows})}
+        if not rows:
+            raise HybridcotError(f"{name}: no training rows from {pc.long_samples} (no correct Long response with a "
+                                 "longer one beside it?); drop it from baselines: or sample more problems")
+        write_json(folder / "source.json", source)
+        write_json(folder / "stats.json", stats)
+        write_jsonl(folder / fname, rows)
+        print(f"{name}: {len(rows)} rows -> {folder / fname}")
+    return "ran"
+
+
+def train_step(cfg: DPOStageConfig | SFTStageConfig, stage: str, accelerate_config: str = "") -> str:
+    """Train with the dpo or sft stage, in-process or under `accelerate launch`; skip a finished output."""
+    out = Path(cfg.output)
+    meta_path = out / "hybridcot.json"
+    if meta_path.is_file():
+        meta = read_json(meta_path)
+        if isinstance(meta, dict) and meta.get("stage") == stage:
+            old, new = meta.get("config") or {}, config_dict(cfg)
+            key = _first_difference(old, new, [k for k in new if k not in RESUME_FREE])
+            if key:
+                raise _stale(out, key, old[key], new[key])
+            return "skipped"
+    if accelerate_config:
+        _launch(cfg, stage, accelerate_config)
+    elif stage == "dpo":
+        from hybridcot.adar1.dpo import run_dpo
+
+        run_dpo(cfg)  # type: ignore[arg-type]
+    else:
+        from hybridcot.adar1.sft import run_sft
+
+        run_sft(cfg)  # type: ignore[arg-type]
+    return "ran"
+
+
+def _launch(cfg: Any, stage: str, accelerate_config: str) -> None:
+    """Run one training stage as `accelerate launch --config_file <cfg> -m hybridcot.cli <stage> -c <yaml>`."""
+    from hybridcot.config import save_config
+
+    if not Path(accelerate_config).is_file():
+        raise HybridcotError(f"{accelerate_config}: accelerate config not found")
+    out = Path(cfg.output)
+    stage_yaml = save_config(cfg, out.parent, name=f"{out.name}.{stage}.yaml")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+           "-m", "hybridcot.cli", stage, "--config", str(stage_yaml)]
+    print("adar1: " + " ".join(cmd))
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        raise HybridcotError(f"{stage} {out}: `accelerate launch` exited with status {rc}")
+
+
+def eval_step(ec: EvalConfig, reuse: Path | None = None) -> str:
+    """Evaluate (or skip a finished eval, or copy an identical finished one from `reuse`)."""
+    from hybridcot.evaluation.stage import run_eval
+
+    out = Path(ec.output)
+    new = dataclasses.asdict(ec)
+    if (out / "metrics.json").is_file():
+        old = read_yaml(out / "config.yaml")
+        key = _first_difference(old, new, EVAL_KEYS)
+        if key:
+            raise _stale(out, key, old[key], new[key])
+        return "skipped"
+    if reuse is not None and not out.exists() and (reuse / "metrics.json").is_file():
+        old = read_yaml(reuse / "config.yaml")
+        if all(k in old and old[k] == new[k] for k in EVAL_KEYS if k != "limit") and old.get("limit") == ec.limit:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+            shutil.copytree(reuse, tmp, dirs_exist_ok=True)
+            tmp.chmod(0o755)
+            tmp.rename(out)
+            print(f"eval {ec.name}: reusing the identical world eval {reuse}")
+            return "copied"
+    run_eval(ec)
+    return "ran"
+
+
+def summary_step(path: Path, metrics: dict[str, dict], add_if_missing: tuple[str, ...] = ()) -> str:
+    """Add or replace each system's row in summary.json (rows in `add_if_missing` only when absent)."""
+    from hybridcot.evaluation.report import summary_entry, update_summary
+
+    rows = read_json(path) if path.is_file() else []
+    have = {r.get("name"): r for r in rows if isinstance(r, dict)} if isinstance(rows, list) else {}
+    changed = False
+    for name, m in metrics.items():
+        entry = jsonable(summary_entry(m, name))
+        if name in add_if_missing and name in have:
+            continue
+        if have.get(name) != entry:
+            update_summary(path, entry)
+            changed = True
+    return "ran" if changed else "skipped"

@@ -1,0 +1,73 @@
+"""`hybridcot world build` (tiny preset) for real, and the demo's summary shape built on it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from hybridcot.data.world_models import WorldBuildConfig, build_world
+
+    out = tmp_path_factory.mktemp("world") / "tiny"
+    return build_world(WorldBuildConfig(preset="tiny", output=str(out), eval_backend="hf"))
+
+
+def test_world_build_writes_models_data_and_metrics(tiny_world):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for name in ("base", "long", "short"):
+        d = tiny_world / name
+        assert (d / "model.safetensors").exists() and (d / "hybridcot.json").exists()
+        model = AutoModelForCausalLM.from_pretrained(d)
+        tok = AutoTokenizer.from_pretrained(d)
+        assert model.config.model_type == "qwen2" and tok.chat_template
+        # the tokenizer must load exactly as it was trained (transformers rebuilds qwen2 tokenizers)
+        ids = tok("First, 12+7: 2+7=9, 1+0+0=1, so 12+7=19.")["input_ids"]
+        assert all(len(t.strip("Ġ")) <= 1 or not any(c.isdigit() for c in t) for t in tok.convert_ids_to_tokens(ids))
+    meta = json.loads((tiny_world / "long" / "hybridcot.json").read_text())
+    assert meta["parent"] == "base" and meta["losses"] and all(x == x for x in meta["losses"])
+    m = json.loads((tiny_world / "metrics.json").read_text())
+    assert set(m["checks"]) == {"long_accuracy_ge_0.85", "long_level5_accuracy_ge_0.70", "short_level1_accuracy_ge_0.90",
+                                "short_level5_accuracy_le_0.50", "long_tokens_ge_4x_short",
+                                "short_at_least_as_accurate_on_ge_30pct"}
+    for name in ("long", "short"):
+        assert set(m[name]["per_level"]) == {"1", "2", "3", "4", "5"}
+        assert 0.0 <= m[name]["accuracy"] <= 1.0
+    # Long was fine-tuned on long solutions, Short on one-liners: their lengths must differ clearly
+    assert m["long"]["mean_tokens"] > 1.5 * m["short"]["mean_tokens"]
+    assert (tiny_world / "config.yaml").exists()
+    thoughts = [json.loads(x) for x in (tiny_world / "data" / "train_long_thoughts.jsonl").read_text().splitlines()]
+    assert len(thoughts) >= 1
+    for r in thoughts:
+        kinds = [t["kind"] for t in r["thoughts"]]
+        assert kinds[0] == "plan" and kinds[-1] == "final"
+        assert all(t["redundant"] == (t["kind"] in ("verify", "alternative")) for t in r["thoughts"])
+
+
+def test_second_build_reuses_everything(tiny_world):
+    from hybridcot.data.world_models import WorldBuildConfig, build_world
+
+    before = {p: p.stat().st_mtime_ns for p in tiny_world.rglob("*") if p.is_file()}
+    assert build_world(WorldBuildConfig(preset="tiny", output=str(tiny_world), eval_backend="hf")) == tiny_world
+    after = {p: p.stat().st_mtime_ns for p in tiny_world.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_demo_summary_shape(tiny_world, tmp_path):
+    from hybridcot.demo import DemoConfig, run_demo
+
+    summary = run_demo(DemoConfig(output=str(tmp_path / "demo"), preset="tiny", world=str(tiny_world),
+                                  eval_backend="hf"))
+    rows = json.loads(summary.read_text())
+    assert [r["name"] for r in rows][:2] == ["long", "short"]
+    for r in rows:
+        assert set(r) >= {"name", "accuracy", "accuracy_ci", "mean_tokens", "per_level", "thinking_ratio"}
+        assert len(r["accuracy_ci"]) == 2 and r["accuracy_ci"][0] <= r["accuracy"] <= r["accuracy_ci"][1]
+        assert set(r["per_level"]) == {"1", "2", "3", "4", "5"}
+        assert set(r["per_level"]["1"]) >= {"accuracy", "mean_tokens"}
+    assert (tmp_path / "demo" / "report").is_dir()
