@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -277,7 +278,9 @@ def test_mergekit_yaml_read_write_and_config(tmp_path: Path) -> None:
 
 
 def test_mergekit_reproduces_our_merge(pair, tmp_path: Path) -> None:
-    exe = shutil.which("mergekit-yaml")
+    # the venv's own script first: `.venv/bin/python -m pytest` does not put .venv/bin on PATH
+    beside = Path(sys.executable).parent / "mergekit-yaml"
+    exe = str(beside) if beside.exists() else shutil.which("mergekit-yaml")
     if exe is None:
         pytest.skip("mergekit-yaml is not on PATH (pip install 'hybridcot[merge]')")
     ours = tmp_path / "ours"

@@ -160,7 +160,7 @@ def test_world_specs_are_reproducible() -> None:
 def test_world_answers_are_right() -> None:
     for p in load_problems("world:val:30:seed=2"):
         ops, operands = p.meta["ops"], p.meta["operands"]
-        expr = " ".join([str(operands[0])] + [f"{o} {x}" for o, x in zip(ops, operands[1:])])
+        expr = str(operands[0]) + "".join(f"{o}{x}" for o, x in zip(ops, operands[1:]))
         assert expr in p.problem and str(eval(expr)) == p.answer
 
 

@@ -92,6 +92,16 @@ def parse_sub(text: str, a: int, b: int) -> int:
     return int("".join(map(str, reversed(result_digits))))
 
 
+EXPR = r"\d+(?:[+-]\d+)*"  # the compact form: "47+38-12", no spaces
+
+
+def parse_expr(text: str) -> tuple[list[int], list[str]]:
+    """Split a compact expression ("47+38-12") into its operands and operators, checking its form."""
+    assert re.fullmatch(EXPR, text), text
+    tokens = re.findall(r"\d+|[+-]", text)
+    return [int(x) for x in tokens[0::2]], tokens[1::2]
+
+
 # ---- column arithmetic ----
 
 @SETTINGS
@@ -149,12 +159,14 @@ def world_problems(draw: st.DrawFn) -> WorldProblem:
 
 
 writer_configs = st.builds(WriterConfig, p_verify=st.sampled_from([0.0, 0.3, 1.0]),
-                           p_alternative=st.sampled_from([0.0, 0.2, 1.0]), p_wait_step=st.sampled_from([0.0, 0.25, 1.0]))
+                           p_alternative=st.sampled_from([0.0, 0.2, 1.0]), p_wait_step=st.sampled_from([0.0, 0.25, 1.0]),
+                           rewrite=st.booleans())
 
 STEP_RE = re.compile(r"(?:(?P<ord>[A-Z][a-z]+),|Wait, we still need to (?P<verb>add|subtract) (?P<wx>\d+)\.) "
-                     r"(?P<a>\d+) (?P<op>[+-]) (?P<b>\d+): (?P<work>.+), so (?P=a) (?P=op) (?P=b) = (?P<r>\d+)\.")
-VERIFY_RE = re.compile(r"Let me double-check (?P<a>\d+) (?P<op>[+-]) (?P<b>\d+): (?P<work>.+)\. Yes, (?P<r>\d+)\.")
-ALT_RE = re.compile(r"Alternatively, (?P<b>\d+) \+ (?P<a>\d+): (?P<work>.+), the same (?P<r>\d+)\.")
+                     r"(?P<a>\d+)(?P<op>[+-])(?P<b>\d+): (?P<work>.+), so (?P=a)(?P=op)(?P=b)=(?P<r>\d+)\."
+                     r"(?: Now we have (?P<rest>" + EXPR + r")\.)?")
+VERIFY_RE = re.compile(r"Let me double-check (?P<a>\d+)(?P<op>[+-])(?P<b>\d+): (?P<work>.+)\. Yes, (?P<r>\d+)\.")
+ALT_RE = re.compile(r"Alternatively, (?P<b>\d+)\+(?P<a>\d+): (?P<work>.+), the same (?P<r>\d+)\.")
 
 
 @SETTINGS
@@ -169,7 +181,9 @@ def test_write_long_structure_and_redundancy_marks(p: WorldProblem, seed: int, c
     for t in thoughts:
         assert t.text and t.text == t.text.strip() and "\n" not in t.text
 
-    assert thoughts[0].kind == "plan" and p.expression in thoughts[0].text and not thoughts[0].redundant
+    assert " " not in p.expression and parse_expr(p.expression) == (p.operands, p.ops)
+    assert thoughts[0].kind == "plan" and not thoughts[0].redundant
+    assert thoughts[0].text == f"Okay, let me work out {p.expression} one operation at a time."
     assert thoughts[-1].kind == "final" and thoughts[-1].text == f"So the answer is \\boxed{{{p.answer}}}."
     assert re.findall(r"\\boxed\{(-?\d+)\}", text) == [str(p.answer)]
 
@@ -191,6 +205,16 @@ def test_write_long_structure_and_redundancy_marks(p: WorldProblem, seed: int, c
             else:  # "Wait, we still need to ...": a real step, never the first, never redundant
                 assert k > 0 and not t.redundant
                 assert (m["verb"], int(m["wx"])) == ("add" if op == "+" else "subtract", b)
+            if cfg.rewrite and k + 1 < len(p.ops):  # the scratchpad: what is left after this step
+                assert m["rest"] is not None, t.text
+                rest_operands, rest_ops = parse_expr(m["rest"])
+                assert rest_operands == [r] + p.operands[k + 2:] and rest_ops == p.ops[k + 1:]
+                value = rest_operands[0]
+                for o, x in zip(rest_ops, rest_operands[1:]):
+                    value = value + x if o == "+" else value - x
+                assert value == p.answer  # what is left still evaluates to the answer
+            else:  # no rewrite asked for, or nothing left after the last step
+                assert m["rest"] is None and "Now we have" not in t.text, t.text
             prev = (a, op, b, r, m["work"])
         elif t.kind == "verify":
             assert t.text.startswith("Let me double-check ")
@@ -223,6 +247,49 @@ def test_writer_probabilities_switch_thought_kinds() -> None:
     assert [t.text.startswith("Wait,") for t in allv if t.kind == "step"] == [False, True, True, True]
     alt = write_long(p, random.Random(0), WriterConfig(p_verify=0, p_alternative=1, p_wait_step=0))
     assert [t.kind for t in alt] == ["plan", "step", "alternative", "step", "step", "alternative", "step", "final"]
+    assert not any("Now we have" in t.text for t in none + allv + alt)  # rewrite is off by default
+
+
+def test_long_text_examples() -> None:
+    # pinned: the compact form the models are trained on
+    p = WorldProblem("x", 2, [12, 7, 4], ["+", "-"])
+    plain = WriterConfig(p_verify=0, p_alternative=0, p_wait_step=0)
+    assert long_text(write_long(p, random.Random(0), plain)) == (
+        "Okay, let me work out 12+7-4 one operation at a time.\n\n"
+        "First, 12+7: 2+7=9, 1+0+0=1, so 12+7=19.\n\n"
+        "Next, 19-4: 9-4=5, 1-0-0=1, so 19-4=15.\n\n"
+        "So the answer is \\boxed{15}.")
+    verify = write_long(p, random.Random(0), WriterConfig(p_verify=1, p_alternative=0, p_wait_step=1))
+    assert [t.text for t in verify[1:5]] == [
+        "First, 12+7: 2+7=9, 1+0+0=1, so 12+7=19.",
+        "Let me double-check 12+7: 2+7=9, 1+0+0=1. Yes, 19.",
+        "Wait, we still need to subtract 4. 19-4: 9-4=5, 1-0-0=1, so 19-4=15.",
+        "Let me double-check 19-4: 9-4=5, 1-0-0=1. Yes, 15."]
+    alt = write_long(p, random.Random(0), WriterConfig(p_verify=0, p_alternative=1, p_wait_step=0))
+    assert alt[2].text == "Alternatively, 7+12: 7+2=9, 0+1+0=1, the same 19." and alt[2].kind == "alternative"
+
+
+def test_rewrite_ends_each_step_with_what_is_left() -> None:
+    p = WorldProblem("x", 4, [5, 7, 4, 9], ["+", "-", "+"])
+    off = WriterConfig(p_verify=0, p_alternative=0, p_wait_step=0)
+    on = WriterConfig(p_verify=0, p_alternative=0, p_wait_step=0, rewrite=True)
+    assert WriterConfig().rewrite is False
+    steps = [t.text for t in write_long(p, random.Random(0), on) if t.kind == "step"]
+    assert steps == [
+        "First, 5+7: 5+7=12, carry 1, so 5+7=12. Now we have 12-4+9.",
+        "Next, 12-4: 2-4 borrow 8, 1-0-1=0, so 12-4=8. Now we have 8+9.",
+        "Then, 8+9: 8+9=17, carry 1, so 8+9=17.",  # nothing left to rewrite after the last step
+    ]
+    # the rewrite only appends to each step: the rest of the text and the marks are unchanged
+    for cfg_off, cfg_on in [(off, on), (WriterConfig(), WriterConfig(rewrite=True))]:
+        a = write_long(p, random.Random(7), cfg_off)
+        b = write_long(p, random.Random(7), cfg_on)
+        assert [(t.kind, t.redundant) for t in a] == [(t.kind, t.redundant) for t in b]
+        for ta, tb in zip(a, b):
+            assert tb.text.startswith(ta.text)
+            suffix = tb.text[len(ta.text):]
+            assert suffix == "" or (ta.kind == "step" and re.fullmatch(r" Now we have " + EXPR + r"\.", suffix))
+        assert sum("Now we have" in t.text for t in b) == len(p.ops) - 1
 
 
 def test_default_writer_mixes_all_kinds() -> None:
@@ -235,15 +302,24 @@ def test_default_writer_mixes_all_kinds() -> None:
             waits += t.text.startswith("Wait,")
     assert set(kinds) == {"plan", "step", "verify", "alternative", "final"}
     assert kinds["verify"] > 0.15 * kinds["step"] and kinds["alternative"] > 0.05 * kinds["step"] and waits > 0
+    assert kinds["step"] == sum(len(p.ops) for p in generate_problems(200, seed=1))
 
 
 @SETTINGS
 @given(world_problems())
 def test_write_short_ends_in_the_boxed_answer(p: WorldProblem) -> None:
     s = write_short(p)
-    assert s.startswith(p.expression + " = ")
+    m = re.fullmatch(r"(?P<e>" + EXPR + r")=(?P<r>\d+)\. The answer is \\boxed\{(?P<b>\d+)\}\.", s)
+    assert m, s
+    assert m["e"] == p.expression and parse_expr(m["e"]) == (p.operands, p.ops)
+    assert int(m["r"]) == int(m["b"]) == p.answer
     assert s.endswith(f"\\boxed{{{p.answer}}}.")
-    assert "\n" not in s
+    assert "\n" not in s and " " not in m["e"]
+
+
+def test_write_short_example() -> None:
+    assert write_short(WorldProblem("x", 3, [5, 7, 4], ["+", "+"])) == "5+7+4=16. The answer is \\boxed{16}."
+    assert write_short_span(WorldProblem("x", 4, [5, 7, 4, 9], ["+", "-", "+"]), 1, 3) == "12-4+9=17."
 
 
 @SETTINGS
@@ -251,13 +327,16 @@ def test_write_short_ends_in_the_boxed_answer(p: WorldProblem) -> None:
 def test_write_short_span_is_a_true_equation(p: WorldProblem, data: st.DataObject) -> None:
     start = data.draw(st.integers(0, len(p.ops) - 1))
     end = data.draw(st.integers(start + 1, len(p.ops)))
-    lhs, rhs = write_short_span(p, start, end).removesuffix(".").split(" = ")
-    tokens = lhs.split(" ")
-    value = int(tokens[0])
-    for op, x in zip(tokens[1::2], tokens[2::2]):
-        value = value + int(x) if op == "+" else value - int(x)
-    assert value == int(rhs) == partial_totals(p.operands, p.ops)[end]
-    assert int(tokens[0]) == partial_totals(p.operands, p.ops)[start] and len(tokens) == 2 * (end - start) + 1
+    span = write_short_span(p, start, end)
+    m = re.fullmatch(r"(?P<lhs>" + EXPR + r")=(?P<rhs>\d+)\.", span)
+    assert m, span
+    operands, ops = parse_expr(m["lhs"])
+    value = operands[0]
+    for op, x in zip(ops, operands[1:]):
+        value = value + x if op == "+" else value - x
+    assert value == int(m["rhs"]) == partial_totals(p.operands, p.ops)[end]
+    assert operands[0] == partial_totals(p.operands, p.ops)[start] and len(operands) == end - start + 1
+    assert operands[1:] == p.operands[start + 1:end + 1] and ops == p.ops[start:end]
 
 
 # ---- the generator ----
@@ -288,21 +367,40 @@ def test_levels_have_their_operand_counts_and_nonnegative_totals(seed: int, spli
         rec = p.to_record()
         assert rec["answer"] == str(p.answer) and rec["level"] == p.level and rec["source"] == "world"
         assert p.expression in rec["problem"] and eval(p.expression) == p.answer  # noqa: S307
+        assert " " not in p.expression and parse_expr(p.expression) == (p.operands, p.ops)
+
+
+def test_levels_are_single_digit_operands_two_to_six() -> None:
+    assert LEVELS == {level: (level + 1, 1, 9) for level in range(1, 6)}
+
+
+@SETTINGS
+@given(st.integers(0, 10**6), st.sampled_from(["train", "test", "val"]))
+def test_operands_are_distinct_within_a_problem(seed: int, split: str) -> None:
+    for p in generate_problems(25, seed=seed, split=split):
+        assert len(set(p.operands)) == len(p.operands), p.operands
+    rng = random.Random(seed)
+    for level in LEVELS:
+        p = make_problem(rng, level, "x")
+        assert len(set(p.operands)) == len(p.operands) == LEVELS[level][0]
+        assert all(1 <= x <= 9 for x in p.operands)
 
 
 def test_level_weights_and_levels_subset() -> None:
     ps = generate_problems(60, seed=0, levels=(2, 4), level_weights=(0.0, 1.0))
     assert {p.level for p in ps} == {4}
     ps = generate_problems(6, seed=0, levels=(3,))
-    assert all(len(p.operands) == 3 for p in ps)
+    assert all(p.level == 3 and len(p.operands) == LEVELS[3][0] == 4 for p in ps)
     with pytest.raises(ValueError, match="level must be 1..5"):
         make_problem(random.Random(0), 6, "x")
 
 
 def test_user_prompt_and_question_templates() -> None:
     p = WorldProblem("x", 2, [47, 38], ["+"], template=0)
-    assert p.problem == "What is 47 + 38?"
-    assert user_prompt(p.problem) == f"What is 47 + 38? {PROMPT_SUFFIX}"
+    assert p.expression == "47+38"
+    assert p.problem == "What is 47+38?"
+    assert user_prompt(p.problem) == f"What is 47+38? {PROMPT_SUFFIX}"
     assert "\\boxed{}" in PROMPT_SUFFIX
     assert {WorldProblem("x", 2, [1, 2], ["-"], template=t).problem for t in range(5)} == {
-        "What is 1 - 2?", "Compute 1 - 2.", "Calculate 1 - 2.", "Evaluate 1 - 2.", "Find the value of 1 - 2."}
+        "What is 1-2?", "Compute 1-2.", "Calculate 1-2.", "Evaluate 1-2.", "Find the value of 1-2."}
+    assert WorldProblem("x", 3, [47, 38, 12], ["+", "-"]).expression == "47+38-12"
