@@ -8,7 +8,7 @@ demo: venv
 	.venv/bin/hybridcot demo
 
 test: venv
-	.venv/bin/python -m pytest -q -p no:cacheprovider
+	.venv/bin/python -m pytest -p no:cacheprovider
 
 lint: venv
 	.venv/bin/ruff check src tests bench
