@@ -124,6 +124,24 @@ def config_fields(cls: type) -> dict[str, tuple[Any, dataclasses.Field]]:
     return {f.name: (hints[f.name], f) for f in dataclasses.fields(cls) if f.init}
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
+    """A YAML file's top-level mapping, or one line naming the file (and line) that is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise HybridcotError(f"{path}: {what} file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise HybridcotError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError as e:
+        raise HybridcotError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    if not isinstance(data, dict):
+        raise HybridcotError(f"{path}: expected a mapping of {what} keys at top level")
+    return data
+
+
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict | None = None) -> C:
     """Build `cls` from defaults < `base` dict < YAML file < `key=value` overrides."""
@@ -142,18 +160,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     if base:
         put(base, "recipe")
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise HybridcotError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise HybridcotError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
-        if not isinstance(data, dict):
-            raise HybridcotError(f"{path}: expected a mapping of config keys at top level")
-        put(data, str(path))
+        put(read_yaml_mapping(path, "config"), str(path))
     for ov in overrides or []:
         if "=" not in ov:
             raise HybridcotError(f"override '{ov}': expected key=value")

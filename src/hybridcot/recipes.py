@@ -21,9 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
-from hybridcot.config import _parse_override, config_fields, load_config
+from hybridcot.config import _parse_override, config_fields, load_config, read_yaml_mapping
 from hybridcot.io import HybridcotError
 
 C = TypeVar("C")
@@ -46,18 +44,7 @@ class Section:
 
 def read_yaml(path: str | Path) -> dict:
     """A recipe file's top-level mapping, or one line naming the file (and line) that is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise HybridcotError(f"{path}: recipe file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise HybridcotError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise HybridcotError(f"{path}: expected a mapping of recipe keys at top level")
-    return data
+    return read_yaml_mapping(path, "recipe")
 
 
 def section_config(section: Section, values: Mapping[str, Any] | None, name: str, *,
