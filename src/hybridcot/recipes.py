@@ -74,11 +74,7 @@ def section_config(section: Section, values: Mapping[str, Any] | None, name: str
     try:
         return load_config(section.cls, base=base)
     except HybridcotError as e:
-        msg = str(e)
-        for prefix in ("recipe: ", "config: "):
-            if msg.startswith(prefix):
-                msg = msg[len(prefix):]
-                break
+        msg = _without_source(str(e))
         key = next((k for k in base if msg.startswith(f"{k}: ") or msg.startswith(f"{k}=")), None)
         raise HybridcotError(f"{name}.{msg}" if key else f"{name}: {msg}") from None
 
@@ -154,15 +150,19 @@ def load_recipe(cls: type[C], path: str | Path | None, overrides: list[str] | No
         raise
 
 
+def _without_source(msg: str) -> str:
+    """load_config's message without its 'recipe: ' / 'config: ' source, which the caller names better."""
+    for prefix in ("recipe: ", "config: "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
+
+
 def _build(cls: type[C], data: dict, where: str) -> C:
     try:
         return load_config(cls, base=data)
     except HybridcotError as e:
-        msg = str(e)
-        for prefix in ("recipe: ", "config: "):
-            if msg.startswith(prefix):
-                msg = msg[len(prefix):]
-                break
+        msg = _without_source(str(e))
         raise HybridcotError(f"{where}: {msg}") from None
 
 

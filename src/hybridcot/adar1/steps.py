@@ -34,13 +34,16 @@ SAMPLE_KEYS = ("model", "problems", "k", "temperature", "top_p", "max_tokens", "
                "fallback_last_number")
 
 
-def _first_difference(old: dict, new: dict, keys) -> str | None:
-    return next((k for k in keys if k in old and k in new and old[k] != new[k]), None)
-
-
 def _stale(folder: Path, key: str, old: Any, new: Any) -> HybridcotError:
     return HybridcotError(f"{folder}: made with {key}={old!r} but the recipe now gives {new!r}; remove it "
                           "(and what was made from it) or choose a new output")
+
+
+def _refuse_changed(folder: Path, old: dict, new: dict, keys) -> None:
+    """Raise `_stale` for the first of `keys` whose value in the existing output differs from the recipe's."""
+    key = next((k for k in keys if k in old and k in new and old[k] != new[k]), None)
+    if key:
+        raise _stale(folder, key, old[key], new[key])
 
 
 def read_yaml(path: Path) -> dict:
@@ -77,9 +80,7 @@ def make_short_step(sc: SFTStageConfig, problems: str, limit: int | None, accele
     src_path = data.parent / "source.json"
     if data.is_file() and src_path.is_file():
         old = read_json(src_path)
-        key = _first_difference(old, source, source)
-        if key:
-            raise _stale(data.parent, key, old[key], source[key])
+        _refuse_changed(data.parent, old, source, source)
     else:
         rows = [{"prompt": chat_prompt(p.problem), "completion": [{"role": "assistant", "content": short_solution(p)}],
                  "id": p.id} for p in load_problems(problems, limit=limit)]
@@ -116,9 +117,7 @@ def sample_step(sc: SampleConfig) -> str:
     out = Path(sc.output)
     if (out / "metrics.json").is_file() and (out / "sample_config.yaml").is_file():
         old, new = read_yaml(out / "sample_config.yaml"), config_dict(sc)
-        key = _first_difference(old, new, SAMPLE_KEYS)
-        if key:
-            raise _stale(out, key, old[key], new[key])
+        _refuse_changed(out, old, new, SAMPLE_KEYS)
         return "skipped"
     run_sample(sc)
     return "ran"
@@ -131,9 +130,7 @@ def pairs_step(pc: PairsConfig) -> str:
     out = Path(pc.output)
     if (out / "pairs.jsonl").is_file() and (out / "config.yaml").is_file():
         old, new = read_yaml(out / "config.yaml"), config_dict(pc)
-        key = _first_difference(old, new, new)
-        if key:
-            raise _stale(out, key, old[key], new[key])
+        _refuse_changed(out, old, new, new)
         return "skipped"
     run_pairs(pc)
     return "ran"
@@ -154,9 +151,7 @@ def baseline_data_step(pc: PairsConfig, shortest_dir: Path, merge_sft_dir: Path,
         folder, fname, source = jobs[name]
         if (folder / fname).is_file() and (folder / "source.json").is_file():
             old = read_json(folder / "source.json")
-            key = _first_difference(old, source, source)
-            if key:
-                raise _stale(folder, key, old[key], source[key])
+            _refuse_changed(folder, old, source, source)
             continue
         todo.append(name)
     if not todo:
@@ -192,9 +187,7 @@ def train_step(cfg: DPOStageConfig | SFTStageConfig, stage: str, accelerate_conf
         meta = read_json(meta_path)
         if isinstance(meta, dict) and meta.get("stage") == stage:
             old, new = meta.get("config") or {}, config_dict(cfg)
-            key = _first_difference(old, new, [k for k in new if k not in RESUME_FREE])
-            if key:
-                raise _stale(out, key, old[key], new[key])
+            _refuse_changed(out, old, new, [k for k in new if k not in RESUME_FREE])
             return "skipped"
     if accelerate_config:
         _launch(cfg, stage, accelerate_config)
@@ -233,9 +226,7 @@ def eval_step(ec: EvalConfig, reuse: Path | None = None) -> str:
     new = dataclasses.asdict(ec)
     if (out / "metrics.json").is_file():
         old = read_yaml(out / "config.yaml")
-        key = _first_difference(old, new, EVAL_KEYS)
-        if key:
-            raise _stale(out, key, old[key], new[key])
+        _refuse_changed(out, old, new, EVAL_KEYS)
         return "skipped"
     if reuse is not None and not out.exists() and (reuse / "metrics.json").is_file():
         old = read_yaml(reuse / "config.yaml")
