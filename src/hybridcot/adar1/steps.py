@@ -110,14 +110,20 @@ def merge_step(mc: MergeConfig) -> str:
     return "ran"
 
 
+def _finished_unchanged(out: Path, done_file: str, config_file: str, new: dict, keys) -> bool:
+    """True when `out` holds a finished output (`done_file`) made with the same `keys` as `new`
+    (read from `config_file`); an error naming the key when they differ; False when unfinished."""
+    if not ((out / done_file).is_file() and (out / config_file).is_file()):
+        return False
+    _refuse_changed(out, read_yaml(out / config_file), new, keys)
+    return True
+
+
 def sample_step(sc: SampleConfig) -> str:
     """K samples per problem (run_sample resumes a partial run; a finished one is skipped)."""
     from hybridcot.adar1.sample import run_sample
 
-    out = Path(sc.output)
-    if (out / "metrics.json").is_file() and (out / "sample_config.yaml").is_file():
-        old, new = read_yaml(out / "sample_config.yaml"), config_dict(sc)
-        _refuse_changed(out, old, new, SAMPLE_KEYS)
+    if _finished_unchanged(Path(sc.output), "metrics.json", "sample_config.yaml", config_dict(sc), SAMPLE_KEYS):
         return "skipped"
     run_sample(sc)
     return "ran"
@@ -127,10 +133,8 @@ def pairs_step(pc: PairsConfig) -> str:
     """pairs.jsonl + stats.json, unless written with the same config."""
     from hybridcot.adar1.pairs import run_pairs
 
-    out = Path(pc.output)
-    if (out / "pairs.jsonl").is_file() and (out / "config.yaml").is_file():
-        old, new = read_yaml(out / "config.yaml"), config_dict(pc)
-        _refuse_changed(out, old, new, new)
+    new = config_dict(pc)
+    if _finished_unchanged(Path(pc.output), "pairs.jsonl", "config.yaml", new, new):
         return "skipped"
     run_pairs(pc)
     return "ran"
