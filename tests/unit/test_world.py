@@ -183,7 +183,8 @@ def test_write_long_structure_and_redundancy_marks(p: WorldProblem, seed: int, c
 
     assert " " not in p.expression and parse_expr(p.expression) == (p.operands, p.ops)
     assert thoughts[0].kind == "plan" and not thoughts[0].redundant
-    assert thoughts[0].text == f"Okay, let me work out {p.expression} one operation at a time."
+    assert thoughts[0].text == (f"Okay, let me work out {p.expression} one operation at a time; "
+                                f"the last term is {p.ops[-1]}{p.operands[-1]}.")
     assert thoughts[-1].kind == "final" and thoughts[-1].text == f"So the answer is \\boxed{{{p.answer}}}."
     assert re.findall(r"\\boxed\{(-?\d+)\}", text) == [str(p.answer)]
 
@@ -255,7 +256,7 @@ def test_long_text_examples() -> None:
     p = WorldProblem("x", 2, [12, 7, 4], ["+", "-"])
     plain = WriterConfig(p_verify=0, p_alternative=0, p_wait_step=0)
     assert long_text(write_long(p, random.Random(0), plain)) == (
-        "Okay, let me work out 12+7-4 one operation at a time.\n\n"
+        "Okay, let me work out 12+7-4 one operation at a time; the last term is -4.\n\n"
         "First, 12+7: 2+7=9, 1+0+0=1, so 12+7=19.\n\n"
         "Next, 19-4: 9-4=5, 1-0-0=1, so 19-4=15.\n\n"
         "So the answer is \\boxed{15}.")
@@ -309,7 +310,7 @@ def test_default_writer_mixes_all_kinds() -> None:
 @given(world_problems())
 def test_write_short_ends_in_the_boxed_answer(p: WorldProblem) -> None:
     s = write_short(p)
-    m = re.fullmatch(r"(?P<e>" + EXPR + r")=(?P<r>\d+)\. The answer is \\boxed\{(?P<b>\d+)\}\.", s)
+    m = re.fullmatch(r"In one step, (?P<e>" + EXPR + r")=(?P<r>\d+)\. The answer is \\boxed\{(?P<b>\d+)\}\.", s)
     assert m, s
     assert m["e"] == p.expression and parse_expr(m["e"]) == (p.operands, p.ops)
     assert int(m["r"]) == int(m["b"]) == p.answer
@@ -318,7 +319,7 @@ def test_write_short_ends_in_the_boxed_answer(p: WorldProblem) -> None:
 
 
 def test_write_short_example() -> None:
-    assert write_short(WorldProblem("x", 3, [5, 7, 4], ["+", "+"])) == "5+7+4=16. The answer is \\boxed{16}."
+    assert write_short(WorldProblem("x", 3, [5, 7, 4], ["+", "+"])) == "In one step, 5+7+4=16. The answer is \\boxed{16}."
     assert write_short_span(WorldProblem("x", 4, [5, 7, 4, 9], ["+", "-", "+"]), 1, 3) == "12-4+9=17."
 
 
@@ -404,3 +405,15 @@ def test_user_prompt_and_question_templates() -> None:
     assert {WorldProblem("x", 2, [1, 2], ["-"], template=t).problem for t in range(5)} == {
         "What is 1-2?", "Compute 1-2.", "Calculate 1-2.", "Evaluate 1-2.", "Find the value of 1-2."}
     assert WorldProblem("x", 3, [47, 38, 12], ["+", "-"]).expression == "47+38-12"
+
+
+def test_world_data_keeps_multi_step_test_problems_out_of_training() -> None:
+    from hybridcot.data.world_models import WorldBuildConfig, world_data
+
+    train, test, thoughts = world_data(WorldBuildConfig(preset="default", n_train=3000, n_test=300))
+    assert len(thoughts) == len(train) and len(test) == 300
+    test_exprs = {p.expression for p in test if p.level > 1}
+    assert test_exprs and not test_exprs & {p.expression for p in train}
+    # level 1 is the one-digit table: the test set covers most of it, training keeps all of it
+    one_step = {p.expression for p in train if p.level == 1}
+    assert len(one_step) > 50 and one_step & {p.expression for p in test if p.level == 1}

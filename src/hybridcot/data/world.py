@@ -106,7 +106,8 @@ def generate_problems(n: int, seed: int, split: str = "train", levels: tuple[int
                       level_weights: tuple[float, ...] | None = None) -> list[WorldProblem]:
     """`n` problems, levels drawn uniformly (or by `level_weights`), reproducible from `seed`.
 
-    Splits use disjoint seed streams; `world_models.world_data` also drops train problems whose expression is in test.
+    Splits use disjoint seed streams; `world_models.world_data` also drops train problems of level 2
+    and up whose expression is in test.
     """
     rng = random.Random(f"{split}:{seed}")
     out = []
@@ -170,7 +171,12 @@ class WriterConfig:
 
 def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = None) -> list[Thought]:
     cfg = cfg or WriterConfig()
-    thoughts = [Thought(f"Okay, let me work out {p.expression} one operation at a time.", "plan")]
+    # The plan names the last term: "is the operation just done the last one?" then compares two
+    # nearby numbers, instead of a lookup back into the prompt (without it the tiny models stopped
+    # after two or three operations on longer chains while every step they did write was right).
+    last = f"{p.ops[-1]}{p.operands[-1]}"
+    thoughts = [Thought(f"Okay, let me work out {p.expression} one operation at a time; the last term is {last}.",
+                        "plan")]
     total = p.operands[0]
     for k, (op, x) in enumerate(zip(p.ops, p.operands[1:])):
         work, new = column_work(total, op, x)
@@ -197,7 +203,10 @@ def long_text(thoughts: list[Thought]) -> str:
 
 
 def write_short(p: WorldProblem) -> str:
-    return f"{p.expression}={p.answer}. The answer is \\boxed{{{p.answer}}}."
+    # "In one step, " puts a space token before the expression, as the prompt and the long plan have:
+    # copying then starts from a matching token. Starting the answer with the bare expression, the
+    # Short model miscopied the second operand of two-operand problems (6% on level 1).
+    return f"In one step, {p.expression}={p.answer}. The answer is \\boxed{{{p.answer}}}."
 
 
 def write_short_span(p: WorldProblem, start: int, end: int) -> str:
