@@ -218,3 +218,24 @@ def write_short_span(p: WorldProblem, start: int, end: int) -> str:
 
 def user_prompt(problem_text: str) -> str:
     return f"{problem_text} {PROMPT_SUFFIX}"
+
+
+FINISH_SUFFIX = "Finish it concisely and output the final answer within \\boxed{}."
+
+
+def finish_prompt(problem_text: str, prefix: list[str]) -> str:
+    """The user message that asks a model to finish a partial solution (Long⊗Short's Monte Carlo
+    rollouts: "the short model asked to finish"). No prefix = the ordinary prompt, so acc_0 is the
+    rollout model's accuracy on the bare problem."""
+    if not prefix:
+        return user_prompt(problem_text)
+    return f"{problem_text}\n\nPartial solution:\n" + "\n\n".join(prefix) + f"\n\n{FINISH_SUFFIX}"
+
+
+def write_short_from(p: WorldProblem, done: int) -> str:
+    """The Short writer finishing after `done` operations of the long solution: the rest in one step."""
+    if done >= len(p.ops):
+        return f"The answer is \\boxed{{{p.answer}}}."
+    totals = partial_totals(p.operands, p.ops)
+    rest = format_expr([totals[done]] + p.operands[done + 1:], p.ops[done:])
+    return f"In one step, {rest}={p.answer}. The answer is \\boxed{{{p.answer}}}."

@@ -35,13 +35,13 @@ PRESETS: dict[str, dict] = {
     # (so some answers are right and preference pairs exist); it is not a capable model.
     "tiny": dict(n_train=10, n_test=20, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=192,
                  base_steps=150, long_steps=80, short_steps=30, batch_size=16, lr=3e-3, ft_lr=1.5e-3,
-                 max_new_tokens=256, init_std=0.02),
+                 max_new_tokens=256, init_std=0.02, finish_share=0.0, scratchpad=False),
     # the demo and the benchmarks (see the foundation issue for the accuracy/length checks).
-    "default": dict(n_train=8000, n_test=500, hidden_size=64, num_layers=4, num_heads=2, intermediate_size=256,
+    "default": dict(n_train=24000, n_test=500, hidden_size=64, num_layers=4, num_heads=2, intermediate_size=256,
                     # lr 1.5e-3 at batch 32: in a copy drill 6e-3 and 3e-3 never learned to copy the
                     # expression from the prompt; Long fine-tuned at 1.5e-3 (not 7.5e-4) solved L3/L4 60-80%.
                     base_steps=1200, long_steps=900, short_steps=400, batch_size=32, lr=1.5e-3, ft_lr=1.5e-3,
-                    max_new_tokens=384, init_std=0.02),
+                    max_new_tokens=384, init_std=0.02, finish_share=0.5, scratchpad=False),
 }
 
 
@@ -64,6 +64,10 @@ class WorldBuildConfig:
     lr: float | None = field(None, help="peak learning rate of the base (cosine schedule, 5% warmup)")
     ft_lr: float | None = field(None, help="peak learning rate fine-tuning Long and Short from the base")
     init_std: float | None = field(None, help="initializer_range of the from-scratch model (HF default 0.02)")
+    scratchpad: bool | None = field(None, help="long steps end with what is left of the chain (\"Now we have 10+7.\"): "
+                                               "every copy is then from the previous thought, not the prompt")
+    finish_share: float | None = field(None, help="share of training problems that also teach Short to finish a "
+                                                  "partial long solution (Long⊗Short's rollout model)")
     max_new_tokens: int | None = field(None, help="generation cap when evaluating")
     eval_backend: str = field("auto", help="generation backend for evaluation: auto | hf | vllm")
     force: bool = field(False, help="rebuild even if a finished build with this config exists")
@@ -78,6 +82,8 @@ class WorldBuildConfig:
             raise ValueError("hidden_size must be divisible by num_heads")
         if min(self.n_train, self.n_test, self.base_steps, self.batch_size) <= 0:
             raise ValueError("n_train, n_test, base_steps and batch_size must be positive")
+        if not 0.0 <= self.finish_share <= 1.0:
+            raise ValueError(f"finish_share must be in [0, 1], got {self.finish_share}")
         if self.eval_backend not in ("auto", "hf", "vllm"):
             raise ValueError("eval_backend must be auto, hf or vllm")
 
@@ -127,11 +133,18 @@ def world_data(cfg: WorldBuildConfig) -> tuple[list[W.WorldProblem], list[W.Worl
     test_exprs = {p.expression for p in test if p.level > 1}
     train = [p for p in W.generate_problems(cfg.n_train, cfg.seed, "train") if p.expression not in test_exprs]
     rng = random.Random(f"writer:{cfg.seed}")
-    thoughts = [W.write_long(p, rng) for p in train]
+    wcfg = W.WriterConfig(rewrite=cfg.scratchpad)
+    thoughts = [W.write_long(p, rng, wcfg) for p in train]
     return train, test, thoughts
 
 
-def _sft_rows(train, thoughts, style: str) -> list[dict]:
+def _sft_rows(train, thoughts, style: str, finish_share: float = 0.0, seed: int = 0) -> list[dict]:
+    """Chat prompt/completion rows. With `finish_share` > 0 (the Short model), that share of the
+    problems also gives a *finish* row: the prompt holds the problem and the first thoughts of its
+    long solution (`world.finish_prompt`), the completion finishes in the short style from there
+    (`world.write_short_from`). That makes the Short model "the short model asked to finish" that
+    Long⊗Short's Monte Carlo importance rolls out from each thought prefix."""
+    rng = random.Random(f"finish:{seed}")
     rows = []
     for p, th in zip(train, thoughts):
         prompt = [{"role": "user", "content": W.user_prompt(p.problem)}]
@@ -139,6 +152,11 @@ def _sft_rows(train, thoughts, style: str) -> list[dict]:
             rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": W.long_text(th)}]})
         if style in ("short", "both"):
             rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": W.write_short(p)}]})
+        if style == "short" and rng.random() < finish_share:
+            cut = rng.randint(1, len(th) - 1)  # keep the plan and at least one thought; never the final one
+            done = sum(t.kind == "step" for t in th[:cut])
+            fprompt = [{"role": "user", "content": W.finish_prompt(p.problem, [t.text for t in th[:cut]])}]
+            rows.append({"prompt": fprompt, "completion": [{"role": "assistant", "content": W.write_short_from(p, done)}]})
     return rows
 
 
@@ -212,7 +230,8 @@ def build_world(cfg: WorldBuildConfig) -> Path:
             continue
         t = time.time()
         model = _new_model(cfg, tok) if parent is None else AutoModelForCausalLM.from_pretrained(out / parent)
-        model, losses[name] = sft_train(model, tok, _sft_rows(train, thoughts, style), steps=steps,
+        rows = _sft_rows(train, thoughts, style, cfg.finish_share if name == "short" else 0.0, cfg.seed)
+        model, losses[name] = sft_train(model, tok, rows, steps=steps,
                                         batch_size=cfg.batch_size, lr=lr, seed=cfg.seed, what=f"world {name}")
         save_checkpoint(model, tok, out / name, {**meta, "role": name, "style": style, "parent": parent,
                                                   "steps": steps, "losses": losses[name]})
