@@ -74,24 +74,39 @@ class Sample:
     `n_tokens` counts generated tokens up to and including the EOS / stop-string token that ended
     it (what the model actually spent), and exactly `max_tokens` when finish_reason is "length".
     `token_ids` are those same tokens; `text` is decoded without special tokens and cut before
-    the first stop string.
+    the first stop string. `prefill_tokens` is the share of prompt tokens the model actually ran for
+    this sample (the backends fill it in: a prompt prefilled once for n samples counts for the first
+    of them, and about 1 token for the others); None = unknown, counted as the whole prompt.
     """
 
     text: str
     token_ids: list[int] = field(default_factory=list)
     n_tokens: int = 0
     finish_reason: str = "stop"
+    prefill_tokens: int | None = None
 
     def to_record(self) -> dict:
         return {"text": self.text, "n_tokens": self.n_tokens, "finish_reason": self.finish_reason}
 
 
 class Generator:
-    """Base class: subclasses set `tokenizer` and `model_path` and implement `_generate`."""
+    """Base class: subclasses set `tokenizer` and `model_path` and implement `_generate`.
+
+    `stats` counts tokens over the generator's life: `prompt_tokens` (n × prompt length per prompt:
+    the prefill a backend that runs every sample on its own would pay), `prefill_tokens` (prompt
+    tokens the model actually ran: fewer where samples of one prompt share its prefill) and
+    `generated_tokens`.
+    """
 
     backend: str = "base"
     tokenizer: Any
     model_path: Path
+
+    @property
+    def stats(self) -> dict[str, int]:
+        if "_stats" not in self.__dict__:  # subclasses need not call a base __init__
+            self._stats = {"prompt_tokens": 0, "prefill_tokens": 0, "generated_tokens": 0}
+        return self._stats
 
     def render(self, prompt: Prompt) -> str:
         """The raw text a prompt stands for (chat messages go through the chat template)."""
@@ -119,10 +134,16 @@ class Generator:
                 raise HybridcotError(f"prompt {i}: empty after tokenization")
         if params.greedy and params.n > 1:  # all n greedy samples are the same: decode once
             once = self._generate(ids, dataclasses.replace(params, n=1))
-            out = [[dataclasses.replace(s[0], token_ids=list(s[0].token_ids)) for _ in range(params.n)] for s in once]
+            out = [[dataclasses.replace(s[0], token_ids=list(s[0].token_ids),
+                                        prefill_tokens=_prefill(s[0], len(x)) if k == 0 else 0)
+                    for k in range(params.n)] for s, x in zip(once, ids)]
         else:
             out = self._generate(ids, params)
         assert len(out) == len(prompts) and all(len(s) == params.n for s in out)
+        st = self.stats
+        st["prompt_tokens"] += params.n * sum(len(x) for x in ids)
+        st["prefill_tokens"] += sum(_prefill(s, len(x)) for ss, x in zip(out, ids) for s in ss)
+        st["generated_tokens"] += sum(s.n_tokens for ss in out for s in ss)
         return out
 
     def _generate(self, prompt_ids: list[list[int]], params: SamplingConfig) -> list[list[Sample]]:
@@ -136,6 +157,10 @@ class Generator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _prefill(s: Sample, prompt_len: int) -> int:
+    return prompt_len if s.prefill_tokens is None else s.prefill_tokens
 
 
 def chat_prompt(problem_text: str, suffix: str = PROMPT_SUFFIX, system: str | None = None) -> list[dict]:

@@ -8,6 +8,14 @@ Sampling is done by our own logits processor, one `torch.Generator` per row seed
 other rows share its batch, on `batch_size`, or on prompt order (up to float rounding of padded
 batches). `model.generate` itself then runs greedy over the one token we kept.
 
+Prefix sharing (`share_prefix=True`, the default): when a batch holds several sampled rows of one
+prompt (n > 1), each distinct prompt is run through the model once, all but its last token, and
+its KV cache is copied to its rows; `model.generate` then continues from that cache and runs only
+the last prompt token per row. The sampled tokens are those of the unshared path (same per-row
+RNGs; the logits differ only by float rounding, tested on the pico model). Each Sample's
+`prefill_tokens` says what was run for it: the whole prompt for a prompt's first row in a batch,
+1 token for the others (`Generator.stats` sums them). Greedy n > 1 already decodes once (base.py).
+
 Stop strings are checked on the generated tokens only (never across the prompt boundary), and a
 row stops as soon as one appears; EOS ids are the tokenizer's plus the generation config's.
 `n_tokens` counts generated tokens up to and including the EOS or the token that completed the
@@ -86,7 +94,8 @@ class StopOnStrings(StoppingCriteria):
 
 
 class HFGenerator(Generator):
-    """`transformers` backend. Keywords: batch_size (rows per forward, default 64), device, threads.
+    """`transformers` backend. Keywords: batch_size (rows per forward, default 64), device, threads,
+    share_prefix (prefill a prompt once for its n sampled rows, default on).
 
     `model` / `tokenizer` take objects already in memory (e.g. the α sweep's merged weights) instead
     of loading them from `model_path`, which then only names the model in messages; `dtype` is
@@ -97,7 +106,7 @@ class HFGenerator(Generator):
 
     def __init__(self, model_path: str | Path, dtype: str = "float32", batch_size: int = 64,
                  device: str | None = None, progress: bool | None = None, threads: int | None = None, *,
-                 model=None, tokenizer=None):
+                 model=None, tokenizer=None, share_prefix: bool = True):
         if dtype not in DTYPES:
             raise HybridcotError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         if batch_size < 1:
@@ -106,6 +115,7 @@ class HFGenerator(Generator):
             torch.set_num_threads(threads)
         self.model_path = Path(model_path)
         self.batch_size = batch_size
+        self.share_prefix = share_prefix
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(self.model_path)
@@ -147,8 +157,14 @@ class HFGenerator(Generator):
         stopper = StopOnStrings(self.tokenizer, params.stop, width) if params.stop else None
         if stopper:
             criteria.append(stopper)
+        prefill = [len(p) for p in prompts]
+        kw = {}
+        if self.share_prefix and not params.greedy:
+            shared = self._shared_prefill(prompts, width)
+            if shared is not None:
+                kw["past_key_values"], prefill = shared
         seqs = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gc,
-                                   logits_processor=processors, stopping_criteria=criteria)
+                                   logits_processor=processors, stopping_criteria=criteria, **kw)
         gen = seqs[:, width:].tolist()
         eos = set(self.eos_ids)
         result = []
@@ -159,8 +175,36 @@ class HFGenerator(Generator):
             n = min(ends) if ends else min(len(toks), params.max_tokens)
             text, cut = truncate_at_stop(self.tokenizer.decode(toks[:n], skip_special_tokens=True), params.stop)
             finish = "stop" if ends or cut else "length"
-            result.append(Sample(text=text, token_ids=toks[:n], n_tokens=n, finish_reason=finish))
+            result.append(Sample(text=text, token_ids=toks[:n], n_tokens=n, finish_reason=finish,
+                                 prefill_tokens=prefill[r]))
         return result
+
+    def _shared_prefill(self, prompts: list[list[int]], width: int):
+        """Run each distinct prompt once, without its last token, and copy its KV cache to its rows.
+
+        Returns (cache for all rows, prompt tokens run per row), or None when no prompt repeats (or
+        one has a single token). Rows keep the left padding to `width` of the unshared path, and
+        position ids are the ones `generate` derives from the attention mask.
+        """
+        index: dict[tuple[int, ...], int] = {}
+        row_of = [index.setdefault(tuple(p), len(index)) for p in prompts]
+        if len(index) == len(prompts) or min(len(p) for p in prompts) < 2:
+            return None
+        uniq = list(index)
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + list(p[:-1]) for p in uniq], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) - 1) for p in uniq], device=self.device)
+        pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        if not hasattr(cache, "batch_select_indices"):  # a model without a transformers Cache: do not share
+            return None
+        cache.batch_select_indices(torch.tensor(row_of, device=self.device))
+        seen: set[int] = set()
+        prefill = []
+        for u in row_of:  # the first row of a prompt carries its prefill, every row its last token
+            prefill.append(1 if u in seen else len(uniq[u]))
+            seen.add(u)
+        return cache, prefill
 
     def close(self) -> None:
         self.model = None

@@ -1,0 +1,373 @@
+"""`hybridcot dialogues`: Long⊗Short step 3, cold-start dialogues and one SFT dataset per thinker.
+
+    hybridcot dialogues input=runs/demo/longshort/importance output=runs/demo/longshort/dialogues
+
+Input: importance JSONL (a folder means its importance.jsonl), one record per chunked long CoT:
+`{id, problem, answer, level, thoughts: [{text, ...}], s: [s_1..s_n], sample?}`. Per record
+(`build_dialogue`): consecutive thoughts with s_i > tau become one Long turn, verbatim (joined with
+blank lines); each run of the others becomes one Short turn, written concisely by a `ShortWriter`.
+The long thinker speaks first, so thought 1 always goes to the Long turn even when it is not
+important (`forced_first`; only thought 1, the rest follow their s). The last turn is a final Short
+turn holding `\\boxed{}`: when the last thoughts were Long, a final Short turn is appended. A
+non-final Short run whose concise text is empty (e.g. only re-checks, which the world writer drops)
+is dropped and the Long turns around it become one. Every dialogue passes `protocol.check_dialogue`.
+
+Short writers (`writer=`): "world" parses the operations the run performed from the embedded
+world's steps ("so A+B=C.") and writes them as one chain "A+B-C=D." (as `world.write_short_span`),
+the final turn ending "The answer is \\boxed{X}." (X: the run's own boxed answer, else its last
+result, else the record's answer); "model" asks a model to summarise the run (`model_writer`; a
+final turn without `\\boxed{}` gets "The answer is \\boxed{<answer>}." appended, the inputs being
+correct CoTs); "auto" (default) uses the world writer where every thought is a world thought.
+
+Outputs in `output/`: `dialogues.jsonl` (id, sample, problem, answer, level, gold, turns
+[Turn.to_record()], forced_first, final_appended, long_thoughts, writer, correct, long/short chars,
+and long/short tokens with `tokenizer=`), `sft_long.jsonl` and `sft_short.jsonl` (TRL
+conversational prompt/completion, one row per own turn: prompt = `protocol.messages_for(role,
+problem, turns before it)`, completion = that turn rendered, so the loss is on the thinker's own
+turns only; plus id, sample, turn), `stats.json` (with `gold_redundant`: where the writer's
+redundant thoughts went, when the input carries `gold` marks) and `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hybridcot.config import field, save_config
+from hybridcot.grading import extract_boxed
+from hybridcot.io import HybridcotError, iter_jsonl, write_json, write_jsonl
+from hybridcot.longshort.protocol import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    LONG,
+    RETHINK_CLOSE,
+    SHORT,
+    THINK_CLOSE,
+    THINK_OPEN,
+    Turn,
+    check_dialogue,
+    dialogue_text,
+    messages_for,
+    render,
+)
+
+ShortWriter = Callable[[list[str], dict, bool], str]  # (thought texts of the run, record, is_final) -> text
+WRITERS = ("auto", "world", "model")
+TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE, RETHINK_CLOSE)
+
+# ---------------------------------------------------------------- the embedded world's writer
+
+_OP = re.compile(r"\bso (-?\d+)([+-])(\d+)=(-?\d+)\.")
+_WORLD_THOUGHT = re.compile(r"(Okay, let me work out |Let me double-check |Alternatively, |So the answer is \\boxed\{)")
+
+
+def world_ops(text: str) -> list[tuple[int, str, int, int]]:
+    """The operations a world step performed: (a, op, b, result) for each "so a+b=result."."""
+    return [(int(a), op, int(b), int(c)) for a, op, b, c in _OP.findall(text)]
+
+
+def is_world_thought(text: str) -> bool:
+    """A plan, step, re-check, alternative or final thought as `world.write_long` writes them."""
+    return bool(world_ops(text)) or bool(_WORLD_THOUGHT.match(text.strip()))
+
+
+def chain_text(ops: Sequence[tuple[int, str, int, int]]) -> str:
+    """Operations as chains "a+b-c=d." (a new chain where one does not start from the last result)."""
+    chains: list[list[tuple[int, str, int, int]]] = []
+    for o in ops:
+        if chains and chains[-1][-1][3] == o[0]:
+            chains[-1].append(o)
+        else:
+            chains.append([o])
+    return " ".join(f"{c[0][0]}" + "".join(f"{op}{b}" for _, op, b, _ in c) + f"={c[-1][3]}." for c in chains)
+
+
+def world_writer(texts: list[str], rec: dict, final: bool) -> str:
+    """The world's concise Short turn for a run of thoughts (thoughts without an operation drop out)."""
+    ops = [o for t in texts for o in world_ops(t)]
+    text = chain_text(ops)
+    if final:
+        boxed = extract_boxed("\n\n".join(texts))
+        answer = boxed.strip() if boxed and boxed.strip() else str(ops[-1][3]) if ops else str(rec["answer"])
+        text = f"{text} The answer is \\boxed{{{answer}}}.".strip()
+    return text
+
+
+# ---------------------------------------------------------------- the model writer
+
+SUMMARY_PROMPT = """Problem: {problem}
+
+Here are some reasoning steps towards its solution. Rewrite them as briefly as possible: keep every \
+result that later steps need, drop checks, repetitions and hesitation. Write plain sentences.{final}
+
+Steps:
+{steps}"""
+FINAL_ASK = " These are the last steps: end with the final answer in \\boxed{}."
+
+
+def model_writer(llm: Callable[[str], str]) -> ShortWriter:
+    """A ShortWriter that asks a model (`llm`: prompt -> reply) to summarise the run."""
+
+    def write(texts: list[str], rec: dict, final: bool) -> str:
+        prompt = SUMMARY_PROMPT.format(problem=rec["problem"], final=FINAL_ASK if final else "",
+                                       steps="\n\n".join(texts))
+        return llm(prompt).strip()
+
+    return write
+
+
+def generator_llm(gen: Any, params: Any) -> Callable[[str], str]:
+    """A `Generator` as `prompt -> reply` (one user message, greedy unless `params` say otherwise)."""
+    return lambda prompt: gen.generate([[{"role": "user", "content": prompt}]], params)[0][0].text
+
+
+def auto_writer(model: ShortWriter | None) -> Callable[[list[str]], tuple[str, ShortWriter]]:
+    """Pick (name, writer) for a record's thought texts: the world writer where they all are world
+    thoughts, else the model writer (an error when there is none)."""
+
+    def pick(texts: list[str]) -> tuple[str, ShortWriter]:
+        if all(is_world_thought(t) for t in texts):
+            return "world", world_writer
+        if model is None:
+            raise HybridcotError("thoughts are not embedded-world steps: give model= for the model writer")
+        return "model", model
+
+    return pick
+
+
+# ---------------------------------------------------------------- one dialogue
+
+
+def _clean(text: str) -> str:
+    for tag in TAGS:
+        text = text.replace(tag, "")
+    return text.strip()
+
+
+def build_dialogue(thoughts: Sequence[str], s: Sequence[float], rec: dict, writer: ShortWriter,
+                   tau: float = 0.0) -> tuple[list[Turn], dict]:
+    """The dialogue for one CoT, and what happened: {forced_first, final_appended, dropped_short_runs,
+    long_thoughts (indices in Long turns)}. Raises ValueError when s and thoughts differ in length."""
+    if len(thoughts) != len(s) or not thoughts:
+        raise ValueError(f"{len(thoughts)} thoughts but {len(s)} importance values")
+    long = [x > tau for x in s]
+    forced = not long[0]
+    long[0] = True
+    runs: list[list[Any]] = []  # [is_long, [indices]]
+    for i, flag in enumerate(long):
+        if runs and runs[-1][0] == flag:
+            runs[-1][1].append(i)
+        else:
+            runs.append([flag, [i]])
+    turns: list[Turn] = []
+    long_idx: list[int] = []
+    dropped = 0
+    for k, (flag, idx) in enumerate(runs):
+        texts = [thoughts[i] for i in idx]
+        if flag:
+            long_idx += idx
+            if turns and turns[-1].role == LONG:  # the Short run between was dropped
+                turns[-1] = Turn(LONG, turns[-1].text + "\n\n" + "\n\n".join(texts))
+            else:
+                turns.append(Turn(LONG, "\n\n".join(texts)))
+            continue
+        final = k == len(runs) - 1
+        text = _clean(writer(texts, rec, final))
+        if final and not extract_boxed(text):
+            text = f"{text} The answer is \\boxed{{{rec['answer']}}}.".strip()
+        if text:
+            turns.append(Turn(SHORT, text, final=final))
+        else:
+            dropped += 1
+    appended = runs[-1][0]
+    if appended:
+        text = _clean(writer([], rec, True))
+        if not extract_boxed(text):
+            text = f"{text} The answer is \\boxed{{{rec['answer']}}}.".strip()
+        turns.append(Turn(SHORT, text, final=True))
+    problem = check_dialogue(turns)
+    if problem:  # a bug here, not bad input: every branch above keeps the protocol
+        raise AssertionError(f"built an invalid dialogue: {problem}")
+    return turns, {"forced_first": forced, "final_appended": appended, "dropped_short_runs": dropped,
+                   "long_thoughts": long_idx}
+
+
+def sft_rows(rec: dict, turns: Sequence[Turn]) -> dict[str, list[dict]]:
+    """One prompt/completion row per turn, by thinker: the thinker's view of the turns before it."""
+    rows: dict[str, list[dict]] = {LONG: [], SHORT: []}
+    for i, t in enumerate(turns):
+        rows[t.role].append({"prompt": messages_for(t.role, rec["problem"], list(turns[:i])),
+                             "completion": [{"role": "assistant", "content": render(t)}],
+                             "id": rec["id"], "sample": rec.get("sample"), "turn": i})
+    return rows
+
+
+# ---------------------------------------------------------------- input
+
+
+def read_importance(path: str | Path) -> list[dict]:
+    """Validated importance records: id, sample, problem, answer, level, thoughts (texts), s."""
+    path = Path(path).expanduser()
+    path = path / "importance.jsonl" if path.is_dir() else path
+    out = []
+    for lineno, rec in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+
+        def bad(key: str, want: str, rec: dict = rec, where: str = where) -> HybridcotError:
+            return HybridcotError(f"{where}: field '{key}' must be {want}, got {rec.get(key)!r}"[:300])
+
+        pid = rec.get("id")
+        if isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
+            raise bad("id", "a non-empty string or integer")
+        if not isinstance(rec.get("problem"), str):
+            raise bad("problem", "a string")
+        ans = rec.get("answer")
+        if isinstance(ans, bool) or not isinstance(ans, (str, int, float)):
+            raise bad("answer", "a string or number")
+        lv = rec.get("level")
+        if lv is not None and (isinstance(lv, bool) or not isinstance(lv, int)):
+            raise bad("level", "an integer or null")
+        th = rec.get("thoughts")
+        if not isinstance(th, list) or not th:
+            raise bad("thoughts", "a non-empty list")
+        texts = [t.get("text") if isinstance(t, dict) else t for t in th]
+        if not all(isinstance(t, str) and t.strip() for t in texts):
+            raise bad("thoughts", "a list of {text: non-empty string, ...}")
+        s = rec.get("s")
+        if not isinstance(s, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                              and math.isfinite(x) for x in s):
+            raise bad("s", "a list of finite numbers")
+        if len(s) != len(texts):
+            raise HybridcotError(f"{where}: field 's' has {len(s)} values for {len(texts)} thoughts")
+        out.append({"id": str(pid), "sample": rec.get("sample"), "problem": rec["problem"], "answer": str(ans),
+                    "level": lv, "thoughts": [t.strip() for t in texts], "s": [float(x) for x in s],
+                    **{k: rec[k] for k in ("operands", "ops") if k in rec},
+                    "gold": rec["gold"] if isinstance(rec.get("gold"), list) and len(rec["gold"]) == len(s) else None})
+    return out
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class DialoguesConfig:
+    """Build Long⊗Short cold-start dialogues from per-thought importance (Long⊗Short step 3)."""
+
+    input: str = field("", help="importance JSONL (a folder means its importance.jsonl)")
+    output: str = field("", help="output folder for dialogues.jsonl, sft_long.jsonl, sft_short.jsonl, stats.json")
+    tau: float = field(0.0, help="a thought with importance s > tau goes to the Long thinker, verbatim")
+    writer: str = field("auto", help="Short-turn writer: auto (world where the thoughts are world steps, else "
+                                     "model) | world | model")
+    model: str = field("", help="checkpoint folder of the model writer (the Short model)")
+    backend: str = field("auto", help="model writer: generation backend auto | hf | vllm")
+    dtype: str = field("float32", help="model writer: model dtype")
+    max_tokens: int = field(256, help="model writer: maximum tokens of one Short turn")
+    tokenizer: str = field("", help="checkpoint/tokenizer folder to count each thinker's tokens (empty = chars only)")
+    limit: int | None = field(None, help="build only the first `limit` dialogues")
+
+    def __post_init__(self) -> None:
+        for key in ("input", "output"):
+            if not str(getattr(self, key)).strip():
+                raise ValueError(f"{key} is required")
+        if self.writer not in WRITERS:
+            raise ValueError(f"writer must be one of {list(WRITERS)}, got {self.writer!r}")
+        if self.writer == "model" and not self.model.strip():
+            raise ValueError("writer=model needs model= (a checkpoint folder)")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 or null, got {self.limit}")
+
+
+def dialogue_stats(records: Sequence[dict], n_thoughts: int, tau: float) -> dict:
+    n = len(records)
+    turns = [len(r["turns"]) for r in records]
+
+    def share(a: float, b: float) -> float | None:
+        return a / (a + b) if a + b else None
+
+    out = {"dialogues": n, "tau": tau,
+           "turns_per_dialogue": {"mean": sum(turns) / n,
+                                  "hist": {str(k): v for k, v in sorted(Counter(turns).items())}},
+           "long_turns": sum(t["role"] == LONG for r in records for t in r["turns"]),
+           "short_turns": sum(t["role"] == SHORT for r in records for t in r["turns"]),
+           "thoughts": n_thoughts, "long_thought_share": sum(r["n_long_thoughts"] for r in records) / n_thoughts,
+           "long_char_share": share(sum(r["long_chars"] for r in records), sum(r["short_chars"] for r in records)),
+           "forced_first": sum(r["forced_first"] for r in records),
+           "final_appended": sum(r["final_appended"] for r in records),
+           "dropped_short_runs": sum(r["dropped_short_runs"] for r in records),
+           "writers": dict(Counter(r["writer"] for r in records)), "correct": sum(r["correct"] for r in records)}
+    gold = [(r["gold"], set(r["long_thoughts"])) for r in records if r.get("gold")]
+    if gold:  # the writer's marks (embedded world): where did the redundant thoughts go?
+        red = [i in long for g, long in gold for i, m in enumerate(g) if isinstance(m, dict) and m.get("redundant")]
+        out["gold_redundant"] = {"thoughts": len(red), "to_long": sum(red)}
+    if records and "long_tokens" in records[0]:
+        lt, st = sum(r["long_tokens"] for r in records), sum(r["short_tokens"] for r in records)
+        out.update({"long_tokens": lt, "short_tokens": st, "long_token_share": share(lt, st)})
+    return out
+
+
+def run_dialogues(cfg: DialoguesConfig, llm: Callable[[str], str] | None = None) -> dict:
+    """Build every dialogue and both SFT sets; returns the stats (also in stats.json). `llm` replaces
+    the writer model (prompt -> reply), as the tests do."""
+    from hybridcot.grading import grade_many
+    from hybridcot.longshort.chunking import token_counter
+
+    recs = read_importance(cfg.input)[:cfg.limit]
+    if not recs:
+        raise HybridcotError(f"{cfg.input}: no importance records")
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    gen, call = None, llm
+    if call is None and cfg.model and (cfg.writer == "model" or not all(
+            is_world_thought(t) for r in recs for t in r["thoughts"])):
+        from hybridcot.generation import SamplingConfig, load_generator
+
+        gen = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype)
+        call = generator_llm(gen, SamplingConfig(max_tokens=cfg.max_tokens))
+    model = model_writer(call) if call is not None else None
+    pick = auto_writer(model)
+    count = token_counter(cfg.tokenizer) if cfg.tokenizer else None
+    dialogues, sft = [], {LONG: [], SHORT: []}
+    try:
+        for r in recs:
+            if cfg.writer == "auto":
+                try:
+                    name, writer = pick(r["thoughts"])
+                except HybridcotError as e:
+                    raise HybridcotError(f"{cfg.input}: record {r['id']!r}: {e}") from None
+            else:
+                name, writer = cfg.writer, world_writer if cfg.writer == "world" else model
+            turns, info = build_dialogue(r["thoughts"], r["s"], r, writer, cfg.tau)
+            d = {k: r[k] for k in ("id", "sample", "problem", "answer", "level", "gold")}
+            d.update({"turns": [t.to_record() for t in turns], "writer": name, **info,
+                      "n_long_thoughts": len(info["long_thoughts"])})
+            for role in (LONG, SHORT):
+                d[f"{role}_chars"] = sum(len(render(t)) for t in turns if t.role == role)
+                if count is not None:
+                    d[f"{role}_tokens"] = sum(count(render(t)) for t in turns if t.role == role)
+            dialogues.append(d)
+            for role, rows in sft_rows(r, turns).items():
+                sft[role] += rows
+    finally:
+        if gen is not None:
+            gen.close()
+    graded = grade_many([dialogue_text([Turn.from_record(t) for t in d["turns"]]) for d in dialogues],
+                        [d["answer"] for d in dialogues])
+    for d, g in zip(dialogues, graded):
+        d["correct"] = bool(g.correct)
+    write_jsonl(out / "dialogues.jsonl", dialogues)
+    write_jsonl(out / "sft_long.jsonl", sft[LONG])
+    write_jsonl(out / "sft_short.jsonl", sft[SHORT])
+    stats = dialogue_stats(dialogues, sum(len(r["thoughts"]) for r in recs), cfg.tau)
+    stats["sft_rows"] = {LONG: len(sft[LONG]), SHORT: len(sft[SHORT])}
+    write_json(out / "stats.json", stats)
+    print(f"dialogues: {stats['dialogues']} ({stats['turns_per_dialogue']['mean']:.1f} turns each, "
+          f"{stats['long_thought_share']:.0%} of thoughts to Long, {stats['correct']} correct) -> {out}")
+    return stats
