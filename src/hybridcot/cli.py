@@ -40,14 +40,26 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
               "AdaR1 stage I: merge Long and Short checkpoints (θ = α·θ_L + (1−α)·θ_S), optionally sweeping α."),
     "report": ("hybridcot.evaluation.report", "ReportConfig", "run_report",
                "Put several eval runs in one table with ΔA, ΔL and AES against a base run."),
+    "chunk": ("hybridcot.longshort.chunking", "ChunkConfig", "run_chunk",
+              "Long⊗Short step 1: split long CoTs into steps and group them into thoughts (rules, or LLM blocks)."),
+    "importance": ("hybridcot.longshort.importance", "ImportanceConfig", "run_importance",
+                   "Long⊗Short step 2: Monte Carlo importance of each thought (rollouts per prefix; acc, e, c, s, se; resumable)."),
+    "dialogues": ("hybridcot.longshort.dialogues", "DialoguesConfig", "run_dialogues",
+                  "Long⊗Short step 3: cold-start Long/Short dialogues from thought importance, and SFT data per thinker."),
+    "collaborate": ("hybridcot.longshort.collaborate", "CollaborateConfig", "run_collaborate",
+                    "Long⊗Short collaborative inference: long and short thinker take turns per problem (JSONL + metrics, resumable)."),
+    "rl": ("hybridcot.longshort.rl", "RLConfig", "run_rl",
+           "Long⊗Short step 6: multi-turn GRPO rounds, each training one thinker against the other frozen (resumable)."),
     "adar1": ("hybridcot.adar1.pipeline", "AdaR1Config", "run_adar1",
               "The AdaR1 chain from a recipe (world/merge/sample/pairs/DPO, baselines, eval, summary rows, report)."),
+    "longshort": ("hybridcot.longshort.pipeline", "LongShortConfig", "run_longshort",
+                  "The Long⊗Short chain from a recipe (chunk/importance/dialogues/SFT x2/collaborate/RL, summary rows, report)."),
 }
 
 
 # Stages configured by a recipe (one YAML with a section per stage): `--recipe FILE` and dotted
 # overrides such as `dpo.learning_rate=1e-4` (hybridcot.recipes).
-RECIPE_STAGES = ("adar1",)
+RECIPE_STAGES = ("adar1", "longshort")
 
 
 def _load(name: str):

@@ -3,8 +3,12 @@
     make demo            # = .venv/bin/hybridcot demo
 
 Builds (or reuses from the cache) the embedded world's Long and Short models, evaluates them, and
-writes `runs/demo/summary.json`: one row per system, the shape later stages (AdaR1, Long⊗Short)
-add their rows to. Ends with the comparison table (ΔA, ΔL, AES against Long) and plots.
+writes `runs/demo/summary.json`: one row per system. Then runs each method's chain on that world
+(`recipes/tiny/adar1.yaml`, `recipes/tiny/longshort.yaml`; the `*_smoke.yaml` ones for preset=tiny),
+which add their rows (merge, dpo_shortest, merge_sft, group_only, adar1, longshort_sft,
+longshort_rl) and their own reports under runs/demo/<method>/report. Ends with the comparison
+table of every system (ΔA, ΔL, AES against Long) and plots. Every step resumes: a rerun skips
+what is done.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from pathlib import Path
 
 from hybridcot.config import field, save_config
 
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+METHODS = {"adar1": ("hybridcot.adar1.pipeline", "AdaR1Config", "run_adar1"),
+           "longshort": ("hybridcot.longshort.pipeline", "LongShortConfig", "run_longshort")}
+
 
 @dataclass
 class DemoConfig:
@@ -24,10 +32,38 @@ class DemoConfig:
     seed: int = field(0, help="seed for the world and every stage")
     world: str = field("", help="world build folder; empty = the cache (~/.cache/hybridcot/world/<preset>-<hash>)")
     eval_backend: str = field("auto", help="generation backend: auto | hf | vllm")
+    methods: list[str] = field(list(METHODS), help="method chains to run on the world: adar1, longshort")
 
     def __post_init__(self):
         if self.eval_backend not in ("auto", "hf", "vllm"):
             raise ValueError("eval_backend must be auto, hf or vllm")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"methods: unknown {bad[0]!r}; choose from {list(METHODS)}")
+
+
+def recipe_path(method: str, preset: str) -> Path:
+    """The shipped recipe a method's demo run uses (the smoke recipe for the tiny preset)."""
+    p = RECIPES / "tiny" / (f"{method}_smoke.yaml" if preset == "tiny" else f"{method}.yaml")
+    if not p.is_file():
+        from hybridcot.io import HybridcotError
+
+        raise HybridcotError(f"{p}: recipe not found (the demo runs from a clone of the repository)")
+    return p
+
+
+def run_method(method: str, cfg: DemoConfig, world: Path) -> dict:
+    """One method's chain from its recipe, on the demo's world, into <output>/<method>."""
+    import importlib
+
+    from hybridcot.recipes import load_recipe
+
+    module, cls, fn = METHODS[method]
+    mod = importlib.import_module(module)
+    out = Path(cfg.output)
+    overrides = [f"output={out / method}", f"summary={out / 'summary.json'}", f"world.output={world}",
+                 f"world.seed={cfg.seed}"]
+    return getattr(mod, fn)(load_recipe(getattr(mod, cls), recipe_path(method, cfg.preset), overrides))
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -49,8 +85,14 @@ def run_demo(cfg: DemoConfig) -> Path:
             shutil.rmtree(dst)
         shutil.copytree(world / "eval" / name, dst)
         update_summary(summary, summary_entry(wm[name], name))
+    timings = {"world": time.time() - t0}
+    for method in cfg.methods:
+        t = time.time()
+        run_method(method, cfg, world)
+        timings[method] = time.time() - t
+    timings["total"] = time.time() - t0
     write_json(out / "world.json", {"world": str(world), "checks": wm["checks"], "timings_s": wm["timings_s"],
-                                    "demo_wall_s": time.time() - t0})
+                                    "demo_wall_s": timings})
     run_report(ReportConfig(runs=[str(summary)], base="long", output=str(out / "report")))
     print(f"summary: {summary}")
     return summary

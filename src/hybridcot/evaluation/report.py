@@ -41,6 +41,8 @@ def summary_entry(metrics: dict, name: str) -> dict:
 
     Where the metrics carry `style_share` per level (every eval since responses are classified by
     style), the row also has `long_style_share`: level ("1".."5") -> share of Long-style answers.
+    Long⊗Short collaborate metrics also give the row `short_thinker_token_share`, `mean_turns` and
+    `mean_long_tokens` (tokens by the long thinker); other metrics do not.
     """
     per_level = metrics.get("per_level") or {}
     entry = {
@@ -55,6 +57,9 @@ def summary_entry(metrics: dict, name: str) -> dict:
     if any("style_share" in v for v in per_level.values()):
         entry["long_style_share"] = {str(k): float((v.get("style_share") or {}).get("long", 0.0))
                                      for k, v in per_level.items() if "style_share" in v}
+    for key in ("short_thinker_token_share", "mean_turns", "mean_long_tokens"):
+        if metrics.get(key) is not None:
+            entry[key] = float(metrics[key])
     return entry
 
 

@@ -1,0 +1,102 @@
+"""Shared driver of bench/adar1_quality.py and bench/longshort_quality.py: run one method's chain on
+the embedded world for several seeds (each seed builds its own world: seed -> problems, models,
+sampling) and report the method's systems against the Long model, mean over seeds with a 95%
+Student-t CI. Every chain step is cached/resumable, so a rerun only computes what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+def run_seeds(method: str, module: str, cls: str, fn: str, seeds: list[int], recipe: Path, root: Path,
+              overrides: list[str]) -> dict[int, dict]:
+    from hybridcot.recipes import load_recipe
+
+    mod = importlib.import_module(module)
+    per_seed = {}
+    for seed in seeds:
+        t0 = time.time()
+        out = root / f"seed-{seed}"
+        cfg = load_recipe(getattr(mod, cls), recipe,
+                          [f"output={out}", f"summary={out / 'summary.json'}", f"world.seed={seed}", f"seed={seed}",
+                           *overrides])
+        result = getattr(mod, fn)(cfg)
+        per_seed[seed] = {"metrics": result["metrics"], "wall_s": time.time() - t0}
+    return per_seed
+
+
+def _rel(m: dict, base: dict) -> dict:
+    from hybridcot.evaluation.metrics import aes, relative
+
+    dA, dL = relative(m["accuracy"], m["mean_tokens"], base["accuracy"], base["mean_tokens"])
+    return {"accuracy": m["accuracy"], "mean_tokens": m["mean_tokens"],
+            "tokens_ratio_vs_long": m["mean_tokens"] / base["mean_tokens"] if base["mean_tokens"] else None,
+            "accuracy_delta_vs_long": 100.0 * (m["accuracy"] - base["accuracy"]),  # points
+            "delta_accuracy": dA, "delta_length": dL, "aes": aes(dA, dL)}
+
+
+def aggregate(per_seed: dict[int, dict], systems: list[str], extra_keys: tuple[str, ...] = ()) -> dict:
+    """{system: {key: {"mean", "ci": [lo, hi], "per_seed": [...]}}} for each relative figure."""
+    from hybridcot.evaluation.metrics import mean_ci_over_seeds
+
+    out: dict = {}
+    for name in ["long", *systems]:
+        rows = []
+        for s in per_seed.values():
+            m = s["metrics"].get(name)
+            if m is None:
+                continue
+            row = _rel(m, s["metrics"]["long"])
+            row.update({k: m.get(k) for k in extra_keys if m.get(k) is not None})
+            rows.append(row)
+        if not rows:
+            continue
+        out[name] = {}
+        for key in rows[0]:
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            if vals:
+                mean, lo, hi = mean_ci_over_seeds(vals)
+                out[name][key] = {"mean": mean, "ci": [lo, hi], "per_seed": vals}
+    return out
+
+
+def main(method: str, module: str, cls: str, fn: str, systems: list[str], headline: str,
+         summary_fn, extra_keys: tuple[str, ...] = ()) -> None:
+    ap = argparse.ArgumentParser(description=f"{method} quality on the embedded world, mean of seeds with 95% CIs")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    ap.add_argument("--recipe", default=str(REPO / "recipes" / "tiny" / f"{method}.yaml"))
+    ap.add_argument("--root", default=str(REPO / "runs" / "bench" / method), help="where the chains write")
+    ap.add_argument("overrides", nargs="*", help="recipe overrides (dotted key=value)")
+    a = ap.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    per_seed = run_seeds(method, module, cls, fn, seeds, Path(a.recipe), Path(a.root), a.overrides)
+    agg = aggregate(per_seed, systems, extra_keys)
+    summary = summary_fn(agg)
+    result = {"method": method, "seeds": seeds, "recipe": a.recipe, "overrides": a.overrides, "summary": summary,
+              "systems": agg, "wall_s": {str(k): v["wall_s"] for k, v in per_seed.items()}}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{method}_quality.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+    def fmt(key: str) -> str:
+        v = summary.get(key)
+        ci = summary.get(f"{key}_ci")
+        return "n/a" if v is None else f"{v:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+
+    print(f"{method}_quality ({len(seeds)} seeds): " + ", ".join(f"{k} {fmt(k)}" for k in headline.split(","))
+          + f" -> {path}")
+    sys.stdout.flush()
+
+
+def pick(agg: dict, system: str, key: str) -> tuple[float | None, list | None]:
+    v = (agg.get(system) or {}).get(key)
+    return (v["mean"], v["ci"]) if v else (None, None)

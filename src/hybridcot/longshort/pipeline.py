@@ -1,0 +1,297 @@
+"""`hybridcot longshort`: the whole Long⊗Short chain from one recipe, its summary rows and report.
+
+    hybridcot longshort --recipe recipes/tiny/longshort.yaml
+    hybridcot longshort --recipe recipes/tiny/longshort_smoke.yaml output=/tmp/ls rl.learning_rate=1e-4
+
+Steps, each skipped when its output is complete and made with the same settings (so a killed or
+repeated run resumes, and a finished one rewrites nothing):
+
+    world        build the embedded world (`world:`), or take `long:` and `short:` checkpoints
+    chunk        long CoTs (`cots`: the world writer's by default, or a samples.jsonl) -> thoughts
+    importance   Monte Carlo rollouts per thought prefix with the rollout model (default: Short,
+                 "asked to finish") -> acc_i, e_i, c_i, s_i
+    dialogues    cold-start dialogues (s_i > tau -> Long turn) and one SFT set per thinker
+    sft long     the long thinker: SFT of Long on its own turns (`sft:` keys, `sft_long:` overrides)
+    sft short    the short thinker: SFT of Short on its own turns (`sft:` keys, `sft_short:` overrides)
+    eval         Long and Short alone (the world's own evals where identical)
+    collaborate  the SFT pair on the eval problems -> row `longshort_sft`
+    rl           rounds of multi-turn GRPO (`rl:`), then the RL pair -> row `longshort_rl`
+    summary      rows longshort_sft and longshort_rl (with short_thinker_token_share and mean_turns)
+    report       the table (accuracy, tokens, tokens by the long thinker, turns, ΔA, ΔL, AES vs Long)
+                 and a transcript view of a few dialogues
+
+Layout under `output`: chunks/, importance/, dialogues/, models/{long_thinker,short_thinker},
+rl/, eval/<system>, report/, config.yaml, chain.json.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hybridcot.adar1 import steps as S
+from hybridcot.adar1.sft import SFTStageConfig
+from hybridcot.config import config_dict, field
+from hybridcot.data.world_models import WorldBuildConfig
+from hybridcot.evaluation.stage import EvalConfig
+from hybridcot.io import HybridcotError, read_json, write_json
+from hybridcot.longshort.chunking import ChunkConfig
+from hybridcot.longshort.collaborate import CollaborateConfig
+from hybridcot.longshort.dialogues import DialoguesConfig
+from hybridcot.longshort.importance import ImportanceConfig
+from hybridcot.recipes import Section, section_config, validate_sections
+
+SYSTEMS = ("longshort_sft", "longshort_rl")  # the rows this chain adds
+SEEDED = ("importance", "sft", "collaborate", "rl", "eval")
+
+
+def _rl_section() -> Section:
+    from hybridcot.longshort.rl import RLConfig
+
+    return Section(RLConfig, ("long_model", "short_model", "problems", "output"))
+
+
+@dataclass
+class LongShortConfig:
+    """The Long⊗Short chain: world -> chunk -> importance -> dialogues -> SFT x2 -> collaborate -> RL -> eval."""
+
+    SECTIONS: ClassVar[dict[str, Section]] = {
+        "world": Section(WorldBuildConfig),
+        "chunk": Section(ChunkConfig, ("input", "output", "problems")),
+        "importance": Section(ImportanceConfig, ("chunks", "model", "output")),
+        "dialogues": Section(DialoguesConfig, ("input", "output", "tokenizer")),
+        "sft": Section(SFTStageConfig, ("model", "data", "output")),
+        "sft_long": Section(SFTStageConfig, ("model", "data", "output")),
+        "sft_short": Section(SFTStageConfig, ("model", "data", "output")),
+        "collaborate": Section(CollaborateConfig, ("long_model", "short_model", "problems", "output", "name")),
+        "eval": Section(EvalConfig, ("model", "problems", "output", "name")),
+    }
+
+    recipe: str = field("", help="the recipe file this run came from (set by --recipe; recorded only)")
+    output: str = field("runs/demo/longshort", help="folder for every step's output (see the module docstring)")
+    world: dict | None = field(None, help="embedded world build keys (WorldBuildConfig; {} = its defaults); "
+                                          "its long/ and short/ models start the two thinkers")
+    long: str = field("", help="Long-CoT checkpoint folder (instead of world:): starts the long thinker")
+    short: str = field("", help="Short checkpoint folder (instead of world:): starts the short thinker and "
+                                "is the default rollout model")
+    cots: str = field("", help="long CoTs to chunk: a world build folder (the writer's CoTs, '' = {world}) or a "
+                               "samples.jsonl of the Long model ({world} and {output} are replaced)")
+    cot_problems: str = field("", help="problem set for a samples.jsonl without problem text (load_problems spec)")
+    rollout_model: str = field("", help="rollout model for importance ('' = Short)")
+    train_problems: str = field("", help="RL problems ('' = {world}/data/train.jsonl)")
+    eval_problems: str = field("", help="problems to evaluate on ('' = {world}/data/test.jsonl, the world eval's)")
+    chunk: dict = field({}, help="chunk keys (ChunkConfig): method, markers, min_thought_tokens, limit, ...")
+    importance: dict = field({}, help="importance keys (ImportanceConfig): n, delta, adaptive, limit, ...")
+    dialogues: dict = field({}, help="dialogues keys (DialoguesConfig): tau, writer, ...")
+    sft: dict = field({}, help="SFT keys (SFTStageConfig) for both thinkers")
+    sft_long: dict = field({}, help="SFT keys for the long thinker only (over sft:)")
+    sft_short: dict = field({}, help="SFT keys for the short thinker only (over sft:)")
+    collaborate: dict = field({}, help="collaborate keys (CollaborateConfig) for both pairs: max_turns, caps, ...")
+    rl: dict | None = field({}, help="rl keys (RLConfig); null = no RL round (no longshort_rl row)")
+    eval: dict = field({}, help="eval keys (EvalConfig) for Long and Short alone")
+    summary: str = field("runs/demo/summary.json", help="summary.json to add the system rows to ('' = none)")
+    report: bool = field(True, help="write the table and transcripts into <output>/report")
+    seed: int | None = field(None, help="if set, the seed of every stage section that does not set its own")
+
+    def __post_init__(self) -> None:
+        validate_sections(self)
+        if self.rl is not None:
+            section_config(_rl_section(), self.rl, "rl")
+        if self.world is not None and (self.long or self.short):
+            raise ValueError("give either world: or long:/short: checkpoints, not both")
+        if self.world is None and not (self.long and self.short):
+            raise ValueError("give world: (build the embedded world) or both long: and short:")
+        if self.world is None:
+            for key in ("cots", "train_problems", "eval_problems"):
+                if not getattr(self, key):
+                    raise ValueError(f"{key} is required without world:")
+        if not self.output:
+            raise ValueError("output is required")
+
+
+@dataclass
+class Plan:
+    out: Path
+    world: WorldBuildConfig | None
+    long: str
+    short: str
+    chunk: ChunkConfig
+    importance: ImportanceConfig
+    dialogues: DialoguesConfig
+    sft: dict[str, SFTStageConfig]
+    evals: dict[str, EvalConfig]
+    collab_sft: CollaborateConfig
+    rl: Any
+    collab_rl: CollaborateConfig | None
+
+
+def _values(cfg: LongShortConfig, name: str, *extra: str) -> dict:
+    values: dict = {}
+    for n in (name, *extra):
+        values.update(getattr(cfg, n) or {})
+    if cfg.seed is not None and name in SEEDED:
+        values.setdefault("seed", cfg.seed)
+    return values
+
+
+def plan_longshort(cfg: LongShortConfig) -> Plan:
+    """Resolve every stage's config and path (reads nothing, writes nothing)."""
+    out = Path(cfg.output).expanduser()
+    sec = LongShortConfig.SECTIONS
+    world = section_config(sec["world"], cfg.world, "world") if cfg.world is not None else None
+    wdir = world.out_dir() if world is not None else None
+
+    def spec(s: str, default: str) -> str:
+        s = s or default
+        if "{world}" in s and wdir is None:
+            raise HybridcotError(f"'{s}': {{world}} needs a world: section")
+        return s.replace("{world}", str(wdir)).replace("{output}", str(out))
+
+    long = str(wdir / "long") if wdir is not None else str(Path(cfg.long).expanduser())
+    short = str(wdir / "short") if wdir is not None else str(Path(cfg.short).expanduser())
+    train, test = spec(cfg.train_problems, "{world}/data/train.jsonl"), spec(cfg.eval_problems, "{world}/data/test.jsonl")
+    chunk = section_config(sec["chunk"], _values(cfg, "chunk"), "chunk",
+                           filled={"input": spec(cfg.cots, "{world}"), "output": str(out / "chunks"),
+                                   "problems": spec(cfg.cot_problems, "") if cfg.cot_problems else ""})
+    imp = section_config(sec["importance"], _values(cfg, "importance"), "importance",
+                         filled={"chunks": str(out / "chunks" / "chunks.jsonl"), "model": spec(cfg.rollout_model, short),
+                                 "output": str(out / "importance")})
+    dia = section_config(sec["dialogues"], _values(cfg, "dialogues"), "dialogues",
+                         filled={"input": str(out / "importance"), "output": str(out / "dialogues"),
+                                 "tokenizer": long})
+    models = out / "models"
+    sft = {role: section_config(sec["sft"], _values(cfg, "sft", f"sft_{role}"), f"sft_{role}",
+                                filled={"model": start, "data": str(out / "dialogues" / f"sft_{role}.jsonl"),
+                                        "output": str(models / f"{role}_thinker")})
+           for role, start in (("long", long), ("short", short))}
+    eval_values = _values(cfg, "eval")
+    if world is not None:  # the world eval's cap and seed: then its runs are reused
+        eval_values.setdefault("max_tokens", world.max_new_tokens)
+        eval_values.setdefault("seed", cfg.seed if cfg.seed is not None else world.seed)
+    evals = {name: section_config(sec["eval"], eval_values, "eval",
+                                  filled={"model": p, "problems": test, "output": str(out / "eval" / name),
+                                          "name": name}) for name, p in (("long", long), ("short", short))}
+
+    def collab(name: str, lm: str, sm: str) -> CollaborateConfig:
+        return section_config(sec["collaborate"], _values(cfg, "collaborate"), "collaborate",
+                              filled={"long_model": lm, "short_model": sm, "problems": test,
+                                      "output": str(out / "eval" / name), "name": name})
+
+    lt, st = str(models / "long_thinker"), str(models / "short_thinker")
+    rl = collab_rl = None
+    if cfg.rl is not None:
+        rl = section_config(_rl_section(), _values(cfg, "rl"), "rl",
+                            filled={"long_model": lt, "short_model": st, "problems": train, "output": str(out / "rl")})
+        collab_rl = collab("longshort_rl", str(out / "rl" / "long"), str(out / "rl" / "short"))
+    return Plan(out=out, world=world, long=long, short=short, chunk=chunk, importance=imp, dialogues=dia, sft=sft,
+                evals=evals, collab_sft=collab("longshort_sft", lt, st), rl=rl, collab_rl=collab_rl)
+
+
+# ---------------------------------------------------------------- steps
+
+
+def _data_step(cfg: Any, run, done_file: str) -> str:
+    """A data stage (chunk, dialogues): skipped when `done_file` is there, made with the same config."""
+    new = config_dict(cfg)
+    if S._finished_unchanged(Path(cfg.output), done_file, "config.yaml", new, new):
+        return "skipped"
+    run(cfg)
+    return "ran"
+
+
+def _importance_step(ic: ImportanceConfig) -> str:
+    from hybridcot.longshort.importance import run_importance
+
+    new = config_dict(ic)
+    keys = [k for k in new if k not in ("backend", "batch_size", "threads", "chunk")]
+    if S._finished_unchanged(Path(ic.output), "stats.json", "config.yaml", new, keys):
+        return "skipped"
+    run_importance(ic)  # resumes a partial run by (id, sample)
+    return "ran"
+
+
+def _collaborate_step(cc: CollaborateConfig) -> str:
+    from hybridcot.longshort.collaborate import run_collaborate
+
+    new = config_dict(cc)
+    keys = [k for k in new if k not in ("backend", "batch_size", "threads", "gpu_memory_utilization", "n_boot")]
+    if S._finished_unchanged(Path(cc.output), "metrics.json", "config.yaml", new, keys):
+        return "skipped"
+    run_collaborate(cc)
+    return "ran"
+
+
+def _rl_step(rc: Any) -> str:
+    from hybridcot.longshort.rl import run_rl
+
+    return run_rl(rc)["status"]
+
+
+def run_longshort(cfg: LongShortConfig) -> dict:
+    """Run (or resume, or skip) every step; returns {"output", "steps", "metrics", "report"}."""
+    from hybridcot.longshort.chunking import run_chunk
+    from hybridcot.longshort.dialogues import run_dialogues
+
+    plan = plan_longshort(cfg)
+    out = plan.out
+    steps: list[dict] = []
+    results: dict[str, Any] = {}
+
+    def step(name: str, fn, *args) -> None:
+        t0 = time.time()
+        status = fn(*args)
+        steps.append({"step": name, "status": status, "seconds": round(time.time() - t0, 3)})
+        if status != "skipped":
+            print(f"longshort: {name} {status} in {time.time() - t0:.1f}s")
+
+    def world_step(wc: WorldBuildConfig) -> str:
+        from hybridcot.data.world_models import build_world
+
+        if (wc.out_dir() / "metrics.json").is_file():
+            return "skipped"
+        build_world(wc)
+        return "ran"
+
+    def report_step() -> str:
+        from hybridcot.evaluation.longshort_report import write_longshort_report
+
+        results["report"] = write_longshort_report(results["metrics"], out / "report", base="long",
+                                                   dialogues={n: out / "eval" / n / "dialogues.jsonl"
+                                                              for n in SYSTEMS if n in results["metrics"]})
+        return results["report"]["status"]
+
+    out.mkdir(parents=True, exist_ok=True)
+    if plan.world is not None:
+        step("world", world_step, plan.world)
+    step("chunk", _data_step, plan.chunk, run_chunk, "stats.json")
+    step("importance", _importance_step, plan.importance)
+    step("dialogues", _data_step, plan.dialogues, run_dialogues, "stats.json")
+    for role, sc in plan.sft.items():
+        step(f"sft {role}", S.train_step, sc, "sft")
+    world_eval = plan.world.out_dir() / "eval" if plan.world is not None else None
+    for name, ec in plan.evals.items():
+        step(f"eval {name}", S.eval_step, ec, world_eval / name if world_eval else None)
+    step("collaborate longshort_sft", _collaborate_step, plan.collab_sft)
+    if plan.rl is not None:
+        step("rl", _rl_step, plan.rl)
+        step("collaborate longshort_rl", _collaborate_step, plan.collab_rl)
+    results["metrics"] = {name: read_json(Path(ec.output) / "metrics.json") for name, ec in plan.evals.items()}
+    for cc in (plan.collab_sft, plan.collab_rl):
+        if cc is not None:
+            results["metrics"][cc.name] = read_json(Path(cc.output) / "metrics.json")
+    if cfg.summary:
+        step("summary", S.summary_step, Path(cfg.summary).expanduser(), results["metrics"], ("long", "short"))
+    if cfg.report:
+        step("report", report_step)
+    ran = [s for s in steps if s["status"] != "skipped"]
+    if S.read_yaml(out / "config.yaml") != S.jsonable(config_dict(cfg)):
+        from hybridcot.config import save_config
+
+        save_config(cfg, out)
+    if ran:
+        write_json(out / "chain.json", {"recipe": cfg.recipe, "steps": steps})
+    print(f"longshort: {len(ran)} of {len(steps)} steps ran"
+          + (f" ({', '.join(s['step'] for s in ran)})" if ran else " (everything was already done)") + f" -> {out}")
+    return {"output": str(out), "steps": steps, "metrics": results["metrics"], "report": results.get("report")}
