@@ -35,7 +35,6 @@ silent mix. Training steps run in-process, or under `accelerate launch --config_
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,10 +44,10 @@ from hybridcot.adar1.dpo import DPOStageConfig
 from hybridcot.adar1.pairs import PairsConfig
 from hybridcot.adar1.sample import SampleConfig
 from hybridcot.adar1.sft import SFTStageConfig
-from hybridcot.config import config_dict, field
+from hybridcot.config import field
 from hybridcot.data.world_models import WorldBuildConfig
 from hybridcot.evaluation.stage import EvalConfig
-from hybridcot.io import HybridcotError, read_json, write_json
+from hybridcot.io import HybridcotError, read_json
 from hybridcot.merging import MergeConfig
 from hybridcot.recipes import Section, check_extra, section_config, validate_sections
 
@@ -227,23 +226,9 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     """Run (or resume, or skip) every step; returns {"output", "steps", "metrics", "report"}."""
     plan = plan_adar1(cfg)
     out = plan.out
-    steps: list[dict] = []
+    log = S.ChainLog("adar1", out)
+    step = log.step
     results: dict[str, Any] = {}
-
-    def step(name: str, fn, *args) -> None:
-        t0 = time.time()
-        status = fn(*args)
-        steps.append({"step": name, "status": status, "seconds": round(time.time() - t0, 3)})
-        if status != "skipped":
-            print(f"adar1: {name} {status} in {time.time() - t0:.1f}s")
-
-    def world_step(wc: WorldBuildConfig) -> str:
-        from hybridcot.data.world_models import build_world
-
-        if (wc.out_dir() / "metrics.json").is_file():
-            return "skipped"
-        build_world(wc)
-        return "ran"
 
     def report_step() -> str:
         from hybridcot.evaluation.adar1_report import write_adar1_report
@@ -251,9 +236,8 @@ def run_adar1(cfg: AdaR1Config) -> dict:
         results["report"] = write_adar1_report(results["metrics"], out / "report", base="long")
         return results["report"]["status"]
 
-    out.mkdir(parents=True, exist_ok=True)
     if plan.world is not None:
-        step("world", world_step, plan.world)
+        step("world", S.world_step, plan.world)
     if plan.make_short is not None:
         step("make_short", S.make_short_step, plan.make_short, plan.short_problems, plan.short_limit,
              cfg.accelerate_config)
@@ -276,14 +260,5 @@ def run_adar1(cfg: AdaR1Config) -> dict:
         step("summary", S.summary_step, Path(cfg.summary).expanduser(), results["metrics"], ("long", "short"))
     if cfg.report:
         step("report", report_step)
-    ran = [s for s in steps if s["status"] != "skipped"]
-    if S.read_yaml(out / "config.yaml") != S.jsonable(config_dict(cfg)):  # written once every step is done
-        from hybridcot.config import save_config
-
-        save_config(cfg, out)
-    if ran:
-        write_json(out / "chain.json", {"recipe": cfg.recipe, "steps": steps})
-    print(f"adar1: {len(ran)} of {len(steps)} steps ran"
-          + (f" ({', '.join(s['step'] for s in ran)})" if ran else " (everything was already done)")
-          + f" -> {out}")
+    steps = log.finish(cfg)
     return {"output": str(out), "steps": steps, "metrics": results["metrics"], "report": results.get("report")}

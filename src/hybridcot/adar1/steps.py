@@ -261,3 +261,45 @@ def summary_step(path: Path, metrics: dict[str, dict], add_if_missing: tuple[str
             update_summary(path, entry)
             changed = True
     return "ran" if changed else "skipped"
+
+
+def world_step(wc: Any) -> str:
+    """Build the embedded world (a WorldBuildConfig) unless its metrics.json is there."""
+    from hybridcot.data.world_models import build_world
+
+    if (wc.out_dir() / "metrics.json").is_file():
+        return "skipped"
+    build_world(wc)
+    return "ran"
+
+
+class ChainLog:
+    """The steps of one chain run (`hybridcot adar1`, `hybridcot longshort`): each step's status and
+    time, one line per step that did something, and at the end the chain's config.yaml (rewritten
+    only when it changed), chain.json (only when a step ran) and a one-line summary."""
+
+    def __init__(self, chain: str, out: Path):
+        self.chain, self.out, self.steps = chain, out, []
+        out.mkdir(parents=True, exist_ok=True)
+
+    def step(self, name: str, fn, *args) -> None:
+        import time
+
+        t0 = time.time()
+        status = fn(*args)
+        self.steps.append({"step": name, "status": status, "seconds": round(time.time() - t0, 3)})
+        if status != "skipped":
+            print(f"{self.chain}: {name} {status} in {time.time() - t0:.1f}s")
+
+    def finish(self, cfg: Any) -> list[dict]:
+        from hybridcot.config import save_config
+
+        ran = [s for s in self.steps if s["status"] != "skipped"]
+        if read_yaml(self.out / "config.yaml") != jsonable(config_dict(cfg)):  # written once every step is done
+            save_config(cfg, self.out)
+        if ran:
+            write_json(self.out / "chain.json", {"recipe": cfg.recipe, "steps": self.steps})
+        print(f"{self.chain}: {len(ran)} of {len(self.steps)} steps ran"
+              + (f" ({', '.join(s['step'] for s in ran)})" if ran else " (everything was already done)")
+              + f" -> {self.out}")
+        return self.steps

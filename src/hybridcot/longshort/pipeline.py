@@ -26,7 +26,6 @@ rl/, eval/<system>, report/, config.yaml, chain.json.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,7 +35,7 @@ from hybridcot.adar1.sft import SFTStageConfig
 from hybridcot.config import config_dict, field
 from hybridcot.data.world_models import WorldBuildConfig
 from hybridcot.evaluation.stage import EvalConfig
-from hybridcot.io import HybridcotError, read_json, write_json
+from hybridcot.io import HybridcotError, read_json
 from hybridcot.longshort.chunking import ChunkConfig
 from hybridcot.longshort.collaborate import CollaborateConfig
 from hybridcot.longshort.dialogues import DialoguesConfig
@@ -236,23 +235,9 @@ def run_longshort(cfg: LongShortConfig) -> dict:
 
     plan = plan_longshort(cfg)
     out = plan.out
-    steps: list[dict] = []
+    log = S.ChainLog("longshort", out)
+    step = log.step
     results: dict[str, Any] = {}
-
-    def step(name: str, fn, *args) -> None:
-        t0 = time.time()
-        status = fn(*args)
-        steps.append({"step": name, "status": status, "seconds": round(time.time() - t0, 3)})
-        if status != "skipped":
-            print(f"longshort: {name} {status} in {time.time() - t0:.1f}s")
-
-    def world_step(wc: WorldBuildConfig) -> str:
-        from hybridcot.data.world_models import build_world
-
-        if (wc.out_dir() / "metrics.json").is_file():
-            return "skipped"
-        build_world(wc)
-        return "ran"
 
     def report_step() -> str:
         from hybridcot.evaluation.longshort_report import write_longshort_report
@@ -262,9 +247,8 @@ def run_longshort(cfg: LongShortConfig) -> dict:
                                                               for n in SYSTEMS if n in results["metrics"]})
         return results["report"]["status"]
 
-    out.mkdir(parents=True, exist_ok=True)
     if plan.world is not None:
-        step("world", world_step, plan.world)
+        step("world", S.world_step, plan.world)
     step("chunk", _data_step, plan.chunk, run_chunk, "stats.json")
     step("importance", _importance_step, plan.importance)
     step("dialogues", _data_step, plan.dialogues, run_dialogues, "stats.json")
@@ -285,13 +269,5 @@ def run_longshort(cfg: LongShortConfig) -> dict:
         step("summary", S.summary_step, Path(cfg.summary).expanduser(), results["metrics"], ("long", "short"))
     if cfg.report:
         step("report", report_step)
-    ran = [s for s in steps if s["status"] != "skipped"]
-    if S.read_yaml(out / "config.yaml") != S.jsonable(config_dict(cfg)):
-        from hybridcot.config import save_config
-
-        save_config(cfg, out)
-    if ran:
-        write_json(out / "chain.json", {"recipe": cfg.recipe, "steps": steps})
-    print(f"longshort: {len(ran)} of {len(steps)} steps ran"
-          + (f" ({', '.join(s['step'] for s in ran)})" if ran else " (everything was already done)") + f" -> {out}")
+    steps = log.finish(cfg)
     return {"output": str(out), "steps": steps, "metrics": results["metrics"], "report": results.get("report")}
