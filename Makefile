@@ -8,6 +8,7 @@ demo: venv
 	.venv/bin/hybridcot demo
 
 test: venv
+	@bash scripts/browser.sh
 	.venv/bin/python -m pytest -p no:cacheprovider
 
 lint: venv

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sp.add_argument("--config", "-c", default=None, help="YAML file with config keys")
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        if name == "report":
+            sp.add_argument("--html", default=None, metavar="RUN",
+                            help="also write RUN/report.html (same as html=RUN)")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p
 
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = load_recipe(cfg_cls, args.config, args.overrides)
         else:
-            cfg = load_config(cfg_cls, args.config, args.overrides)
+            html = getattr(args, "html", None)
+            cfg = load_config(cfg_cls, args.config, args.overrides + ([f"html={html}"] if html else []))
         fn(cfg)
     except HybridcotError as e:
         if debug:

@@ -93,6 +93,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     timings["total"] = time.time() - t0
     write_json(out / "world.json", {"world": str(world), "checks": wm["checks"], "timings_s": wm["timings_s"],
                                     "demo_wall_s": timings})
-    run_report(ReportConfig(runs=[str(summary)], base="long", output=str(out / "report")))
+    run_report(ReportConfig(runs=[str(summary)], base="long", output=str(out / "report"),
+                            html=str(out / "report.html")))
     print(f"summary: {summary}")
+    print(f"html report: {out / 'report.html'}")
     return summary

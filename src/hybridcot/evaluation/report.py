@@ -28,12 +28,23 @@ class ReportConfig:
     base: str = field("long", help="name of the base system for ΔA, ΔL and AES ('' = no comparison)")
     output: str = field("", help="folder for report.md, report.json and plots ('' = print only)")
     plots: bool = field(True, help="draw accuracy-vs-tokens and per-level plots into `output`")
+    html: str = field("", help="run folder (holding summary.json) to write a self-contained report.html "
+                               "into, or a path ending in .html (its folder is the run); runs defaults "
+                               "to its summary.json ('' = no page)")
 
     def __post_init__(self) -> None:
         if isinstance(self.runs, str):
             self.runs = [r for r in self.runs.split(",") if r]
+        if not self.runs and self.html:
+            self.runs = [str(html_paths(self.html)[0] / "summary.json")]
         if not self.runs:
             raise ValueError("runs is required: eval output folders or summary.json files")
+
+
+def html_paths(html: str) -> tuple[Path, Path]:
+    """(run folder, page path) for the `html` option: a folder -> folder/report.html; a .html path -> its folder."""
+    p = Path(html)
+    return (p.parent, p) if p.suffix.lower() in (".html", ".htm") else (p, p / "report.html")
 
 
 def summary_entry(metrics: dict, name: str) -> dict:
@@ -222,6 +233,11 @@ def run_report(cfg: ReportConfig) -> dict:
             f.write(md)
         write_json(out / "report.json", {"base": cfg.base, "rows": rows})
         files += [str(out / "report.md"), str(out / "report.json")]
+    if cfg.html:
+        from hybridcot.evaluation.html_report import write_html_report
+
+        run, page = html_paths(cfg.html)
+        files.append(str(write_html_report(run, page, base=cfg.base)))
     _print(head, body, title)
     if files:
         print(f"report: wrote {', '.join(files)}")
