@@ -45,7 +45,9 @@ def _stage_of(path: Path) -> str:
 def test_there_are_recipes_for_every_setting() -> None:
     names = {_rel(p) for p in ALL_YAML}
     for want in ("recipes/tiny/adar1.yaml", "recipes/tiny/adar1_smoke.yaml", "recipes/smollm2/adar1.yaml",
-                 "recipes/qwen-1.5b/adar1.yaml", "recipes/qwen-7b/adar1.yaml", "recipes/accelerate/zero3.yaml"):
+                 "recipes/qwen-1.5b/adar1.yaml", "recipes/qwen-7b/adar1.yaml", "recipes/accelerate/zero3.yaml",
+                 "recipes/tiny/longshort.yaml", "recipes/tiny/longshort_smoke.yaml", "recipes/smollm2/longshort.yaml",
+                 "recipes/qwen-7b/longshort.yaml"):
         assert want in names
 
 
@@ -216,3 +218,16 @@ def test_errors_blame_the_file_or_the_command_line(tmp_path: Path) -> None:
     assert cfg.long == "/m/l"
     with pytest.raises(HybridcotError, match=r"^command line: sample\.k: expected an integer"):
         load_recipe(AdaR1Config, incomplete, ["long=/m/l", "short=/m/s", "sample.k=x"])
+
+
+def test_longshort_cots_sample_plans_a_sampling_step_before_chunk() -> None:
+    from hybridcot.longshort.pipeline import LongShortConfig, plan_longshort
+
+    plan = plan_longshort(load_recipe(LongShortConfig, RECIPES / "qwen-7b" / "longshort.yaml", ["output=/tmp/x"]))
+    assert plan.sample is not None and plan.sample.model.endswith("DeepSeek-R1-Distill-Qwen-7B")
+    assert plan.sample.problems == plan.chunk.problems == "../shared/data/benchmarks/gsm8k_train.jsonl"
+    assert plan.chunk.input == "/tmp/x/samples/cots/samples.jsonl"
+    assert plan.dialogues.model.endswith("Qwen2.5-7B-Instruct")  # Short turns written by the short model
+    world = plan_longshort(load_recipe(LongShortConfig, RECIPES / "tiny" / "longshort.yaml", ["output=/tmp/y"]))
+    assert world.sample is None and world.dialogues.model == ""  # the world writer needs no model
+    assert world.chunk.input == str(world.world.out_dir())

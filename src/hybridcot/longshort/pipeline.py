@@ -7,7 +7,9 @@ Steps, each skipped when its output is complete and made with the same settings 
 repeated run resumes, and a finished one rewrites nothing):
 
     world        build the embedded world (`world:`), or take `long:` and `short:` checkpoints
-    chunk        long CoTs (`cots`: the world writer's by default, or a samples.jsonl) -> thoughts
+    sample       with `cots: sample`: long CoTs sampled from `cot_model` (default Long) on the
+                 training problems (`sample:` keys, as AdaR1's sample stage); only correct ones are chunked
+    chunk        long CoTs (`cots`: the world writer's by default, a samples.jsonl, or `sample`) -> thoughts
     importance   Monte Carlo rollouts per thought prefix with the rollout model (default: Short,
                  "asked to finish") -> acc_i, e_i, c_i, s_i
     dialogues    cold-start dialogues (s_i > tau -> Long turn) and one SFT set per thinker
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hybridcot.adar1 import steps as S
+from hybridcot.adar1.sample import SampleConfig
 from hybridcot.adar1.sft import SFTStageConfig
 from hybridcot.config import config_dict, field
 from hybridcot.data.world_models import WorldBuildConfig
@@ -43,7 +46,7 @@ from hybridcot.longshort.importance import ImportanceConfig
 from hybridcot.recipes import Section, section_config, validate_sections
 
 SYSTEMS = ("longshort_sft", "longshort_rl")  # the rows this chain adds
-SEEDED = ("importance", "sft", "collaborate", "rl", "eval")
+SEEDED = ("sample", "importance", "sft", "collaborate", "rl", "eval")
 
 
 def _rl_section() -> Section:
@@ -58,9 +61,10 @@ class LongShortConfig:
 
     SECTIONS: ClassVar[dict[str, Section]] = {
         "world": Section(WorldBuildConfig),
+        "sample": Section(SampleConfig, ("model", "problems", "output", "name")),
         "chunk": Section(ChunkConfig, ("input", "output", "problems")),
         "importance": Section(ImportanceConfig, ("chunks", "model", "output")),
-        "dialogues": Section(DialoguesConfig, ("input", "output", "tokenizer")),
+        "dialogues": Section(DialoguesConfig, ("input", "output", "tokenizer", "model")),
         "sft": Section(SFTStageConfig, ("model", "data", "output")),
         "sft_long": Section(SFTStageConfig, ("model", "data", "output")),
         "sft_short": Section(SFTStageConfig, ("model", "data", "output")),
@@ -75,8 +79,12 @@ class LongShortConfig:
     long: str = field("", help="Long-CoT checkpoint folder (instead of world:): starts the long thinker")
     short: str = field("", help="Short checkpoint folder (instead of world:): starts the short thinker and "
                                 "is the default rollout model")
-    cots: str = field("", help="long CoTs to chunk: a world build folder (the writer's CoTs, '' = {world}) or a "
-                               "samples.jsonl of the Long model ({world} and {output} are replaced)")
+    cots: str = field("", help="long CoTs to chunk: a world build folder (the writer's CoTs, '' = {world}), a "
+                               "samples.jsonl ({world} and {output} are replaced), or 'sample' (sample them from "
+                               "cot_model on train_problems first)")
+    cot_model: str = field("", help="with cots=sample: the model whose correct CoTs are chunked ('' = Long; e.g. an "
+                                    "R1-distilled reasoning model)")
+    sample: dict = field({}, help="with cots=sample: sample keys (SampleConfig): k, temperature, max_tokens, limit, ...")
     cot_problems: str = field("", help="problem set for a samples.jsonl without problem text (load_problems spec)")
     rollout_model: str = field("", help="rollout model for importance ('' = Short)")
     train_problems: str = field("", help="RL problems ('' = {world}/data/train.jsonl)")
@@ -103,9 +111,11 @@ class LongShortConfig:
         if self.world is None and not (self.long and self.short):
             raise ValueError("give world: (build the embedded world) or both long: and short:")
         if self.world is None:
-            for key in ("cots", "train_problems", "eval_problems"):
+            for key in ("train_problems", "eval_problems"):
                 if not getattr(self, key):
                     raise ValueError(f"{key} is required without world:")
+        if self.world is None and not self.cots:
+            raise ValueError("cots is required without world: (a samples.jsonl, or 'sample')")
         if not self.output:
             raise ValueError("output is required")
 
@@ -116,6 +126,7 @@ class Plan:
     world: WorldBuildConfig | None
     long: str
     short: str
+    sample: SampleConfig | None
     chunk: ChunkConfig
     importance: ImportanceConfig
     dialogues: DialoguesConfig
@@ -151,15 +162,24 @@ def plan_longshort(cfg: LongShortConfig) -> Plan:
     long = str(wdir / "long") if wdir is not None else str(Path(cfg.long).expanduser())
     short = str(wdir / "short") if wdir is not None else str(Path(cfg.short).expanduser())
     train, test = spec(cfg.train_problems, "{world}/data/train.jsonl"), spec(cfg.eval_problems, "{world}/data/test.jsonl")
+    sample = None
+    cots, cot_problems = (spec(cfg.cots, "{world}"), spec(cfg.cot_problems, "") if cfg.cot_problems else "")
+    if cfg.cots == "sample":
+        model = str(Path(cfg.cot_model).expanduser()) if cfg.cot_model else long
+        sample = section_config(sec["sample"], _values(cfg, "sample"), "sample",
+                                filled={"model": model, "problems": train, "output": str(out / "samples" / "cots"),
+                                        "name": "cots"})
+        cots, cot_problems = str(out / "samples" / "cots" / "samples.jsonl"), train
     chunk = section_config(sec["chunk"], _values(cfg, "chunk"), "chunk",
-                           filled={"input": spec(cfg.cots, "{world}"), "output": str(out / "chunks"),
-                                   "problems": spec(cfg.cot_problems, "") if cfg.cot_problems else ""})
+                           filled={"input": cots, "output": str(out / "chunks"), "problems": cot_problems})
     imp = section_config(sec["importance"], _values(cfg, "importance"), "importance",
                          filled={"chunks": str(out / "chunks" / "chunks.jsonl"), "model": spec(cfg.rollout_model, short),
                                  "output": str(out / "importance")})
     dia = section_config(sec["dialogues"], _values(cfg, "dialogues"), "dialogues",
                          filled={"input": str(out / "importance"), "output": str(out / "dialogues"),
-                                 "tokenizer": long})
+                                 "tokenizer": long,
+                                 # Short turns of non-world CoTs are written by the short model (METHODS.md)
+                                 "model": short if world is None or cfg.cots else ""})
     models = out / "models"
     sft = {role: section_config(sec["sft"], _values(cfg, "sft", f"sft_{role}"), f"sft_{role}",
                                 filled={"model": start, "data": str(out / "dialogues" / f"sft_{role}.jsonl"),
@@ -184,7 +204,7 @@ def plan_longshort(cfg: LongShortConfig) -> Plan:
         rl = section_config(_rl_section(), _values(cfg, "rl"), "rl",
                             filled={"long_model": lt, "short_model": st, "problems": train, "output": str(out / "rl")})
         collab_rl = collab("longshort_rl", str(out / "rl" / "long"), str(out / "rl" / "short"))
-    return Plan(out=out, world=world, long=long, short=short, chunk=chunk, importance=imp, dialogues=dia, sft=sft,
+    return Plan(out=out, world=world, long=long, short=short, sample=sample, chunk=chunk, importance=imp, dialogues=dia, sft=sft,
                 evals=evals, collab_sft=collab("longshort_sft", lt, st), rl=rl, collab_rl=collab_rl)
 
 
@@ -249,6 +269,8 @@ def run_longshort(cfg: LongShortConfig) -> dict:
 
     if plan.world is not None:
         step("world", S.world_step, plan.world)
+    if plan.sample is not None:
+        step("sample cots", S.sample_step, plan.sample)
     step("chunk", _data_step, plan.chunk, run_chunk, "stats.json")
     step("importance", _importance_step, plan.importance)
     step("dialogues", _data_step, plan.dialogues, run_dialogues, "stats.json")
