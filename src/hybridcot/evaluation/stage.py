@@ -205,27 +205,35 @@ def _check_resume(cfg: EvalConfig, out: Path) -> None:
                              "use a new output folder or delete samples.jsonl")
 
 
-def _progress(total: int, initial: int, desc: str):
+def progress(total: int, initial: int, desc: str):
+    """A per-problem progress bar (rate, time left), quiet when stderr is not a terminal."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit="problem", disable=not sys.stderr.isatty())
 
 
+def load_run_problems(spec: str, limit: int | None) -> tuple[list, list[str]]:
+    """The problems of a resumable run (eval, collaborate) and their ids: none or a repeated id is an error."""
+    from hybridcot.data.problems import load_problems
+
+    problems = load_problems(spec, limit=limit)
+    if not problems:
+        raise HybridcotError(f"{spec}: no problems to evaluate")
+    ids = [str(_get(p, "id")) for p in problems]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise HybridcotError(f"{spec}: duplicate problem id {dup!r}")
+    return problems, ids
+
+
 def run_eval(cfg: EvalConfig) -> dict:
     """Run (or resume) one evaluation; returns the metrics dict also written to metrics.json."""
-    from hybridcot.data.problems import load_problems
     from hybridcot.generation import SamplingConfig
 
     t0 = time.time()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    problems = load_problems(cfg.problems, limit=cfg.limit)
-    if not problems:
-        raise HybridcotError(f"{cfg.problems}: no problems to evaluate")
-    ids = [str(_get(p, "id")) for p in problems]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise HybridcotError(f"{cfg.problems}: duplicate problem id {dup!r}")
+    problems, ids = load_run_problems(cfg.problems, cfg.limit)
     _check_resume(cfg, out)
     save_config(cfg, out)
 
@@ -242,7 +250,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         generator = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype)
         t1 = time.time()
         try:
-            with JsonlAppender(samples_path) as app, _progress(len(problems), len(problems) - len(todo),
+            with JsonlAppender(samples_path) as app, progress(len(problems), len(problems) - len(todo),
                                                                 f"eval {cfg.name}") as bar:
                 def write(recs: list[dict]) -> None:
                     for r in recs:

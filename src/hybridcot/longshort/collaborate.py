@@ -28,7 +28,6 @@ time; a rerun skips problems already there and refuses a changed config), `metri
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -326,20 +325,12 @@ def _open_generators(cfg: CollaborateConfig) -> tuple[Generator, Generator]:
 
 def run_collaborate(cfg: CollaborateConfig) -> dict:
     """Run (or resume) collaborative inference; returns the metrics dict also written to metrics.json."""
-    from tqdm.auto import tqdm
-
-    from hybridcot.data.problems import load_problems
-    from hybridcot.evaluation.stage import load_done
+    from hybridcot.evaluation.stage import load_done, load_run_problems, progress
 
     t0 = time.time()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    problems = load_problems(cfg.problems, limit=cfg.limit)
-    if not problems:
-        raise HybridcotError(f"{cfg.problems}: no problems")
-    ids = [p.id for p in problems]
-    if len(set(ids)) != len(ids):
-        raise HybridcotError(f"{cfg.problems}: duplicate problem id {next(i for i in ids if ids.count(i) > 1)!r}")
+    problems, ids = load_run_problems(cfg.problems, cfg.limit)
     _check_resume(cfg, out)
     save_config(cfg, out)
     path = out / "dialogues.jsonl"
@@ -351,9 +342,8 @@ def run_collaborate(cfg: CollaborateConfig) -> dict:
         long_gen, short_gen = _open_generators(cfg)
         t1 = time.time()
         try:
-            with JsonlAppender(path) as app, tqdm(total=len(problems), initial=len(problems) - len(todo),
-                                                  desc=f"collaborate {cfg.name}", unit="problem",
-                                                  disable=not sys.stderr.isatty()) as bar:
+            with JsonlAppender(path) as app, progress(len(problems), len(problems) - len(todo),
+                                                      f"collaborate {cfg.name}") as bar:
                 for k in range(0, len(todo), cfg.batch_size):
                     chunk = todo[k:k + cfg.batch_size]
                     recs = collaborate(long_gen, short_gen, chunk, max_turns=cfg.max_turns,
