@@ -1,10 +1,11 @@
 """`hybridcot` — one entry point, one subcommand per stage.
 
-    hybridcot <stage> [--config stage.yaml] [key=value ...] [--debug]
+    hybridcot <stage> [--config stage.yaml] [key=value ...] [--debug] [--allow-pickle] [--trust-remote-code]
 
 Each stage is a plain function taking its `*Config` dataclass; this file only maps names to them.
 Modules are imported lazily so `--help` stays fast. A `HybridcotError` prints as one line and exits
-with status 2 (the traceback only with --debug).
+with status 2 (the traceback only with --debug). Checkpoints load as safetensors only and without
+their own code unless --allow-pickle / --trust-remote-code (hybridcot.models).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
                   "Long⊗Short step 3: cold-start Long/Short dialogues from thought importance, and SFT data per thinker."),
     "collaborate": ("hybridcot.longshort.collaborate", "CollaborateConfig", "run_collaborate",
                     "Long⊗Short collaborative inference: long and short thinker take turns per problem (JSONL + metrics, resumable)."),
+    "merge-shards": ("hybridcot.shards", "MergeShardsConfig", "run_merge_shards",
+                     "Join the shard-i-of-n outputs of a sharded generate/eval/sample/importance/collaborate run "
+                     "into the unsharded output (refuses gaps, duplicates, differing configs)."),
     "rl": ("hybridcot.longshort.rl", "RLConfig", "run_rl",
            "Long⊗Short step 6: multi-turn GRPO rounds, each training one thinker against the other frozen (resumable)."),
     "adar1": ("hybridcot.adar1.pipeline", "AdaR1Config", "run_adar1",
@@ -60,6 +64,15 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
 # Stages configured by a recipe (one YAML with a section per stage): `--recipe FILE` and dotted
 # overrides such as `dpo.learning_rate=1e-4` (hybridcot.recipes).
 RECIPE_STAGES = ("adar1", "longshort")
+# Stages with a `shard` key, which also take `--shard i/n` (hybridcot.shards).
+SHARD_STAGES = ("generate", "eval", "sample", "importance", "collaborate")
+
+# Model-loading switches for every stage (hybridcot.models): off by default, on for one command.
+LOAD_FLAGS = (
+    ("--allow-pickle", "let checkpoints whose weights are only pickle files (pytorch_model.bin, .pt) load; "
+                       "pickle can run code, so only for folders you trust (default: safetensors only)"),
+    ("--trust-remote-code", "let a checkpoint run its own Python code (transformers/vLLM trust_remote_code)"),
+)
 
 
 def _load(name: str):
@@ -71,6 +84,8 @@ def _load(name: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybridcot", description=__doc__.split("\n\n")[0])
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    for flag, help_ in LOAD_FLAGS:
+        p.add_argument(flag, action="store_true", help=help_)
     sub = p.add_subparsers(dest="stage", metavar="STAGE")
     groups: dict[str, argparse._SubParsersAction] = {}
     for name, (_, _, _, help_) in STAGES.items():
@@ -91,9 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sp.add_argument("--config", "-c", default=None, help="YAML file with config keys")
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        for flag, help_ in LOAD_FLAGS:
+            sp.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_)
         if name == "report":
             sp.add_argument("--html", default=None, metavar="RUN",
                             help="also write RUN/report.html (same as html=RUN)")
+        if name in SHARD_STAGES:
+            sp.add_argument("--shard", default=None, metavar="I/N",
+                            help="run only shard I of N (same as shard=I/N); join them with hybridcot merge-shards")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p
 
@@ -105,10 +125,29 @@ def _stage_help(name: str) -> str:
     return f"config keys:\n{describe(cfg_cls)}"
 
 
+def _shard_flag(argv: list[str]) -> list[str]:
+    """`--shard I/N` (or `--shard=I/N`) of a shard stage as the override `shard=I/N`, so it may stand
+    anywhere among the key=value words (argparse would refuse overrides after it)."""
+    first = next((k for k, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is None or argv[first] not in SHARD_STAGES:
+        return argv
+    out, i = argv[:first + 1], first + 1
+    while i < len(argv):
+        a = argv[i]
+        if a == "--shard" and i + 1 < len(argv):
+            out.append(f"shard={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(f"shard={a[len('--shard='):]}" if a.startswith("--shard=") else a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from hybridcot.io import HybridcotError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _shard_flag(argv)
     parser = build_parser()
     # Show each stage's config keys (with help text) under its --help.
     if "-h" in argv or "--help" in argv:
@@ -132,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("HYBRIDCOT_DEBUG") == "1"
     try:
         from hybridcot.config import load_config
+        from hybridcot.models import loading_policy
 
         cfg_cls, fn = _load(args._stage)
         if args._stage in RECIPE_STAGES:
@@ -140,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_recipe(cfg_cls, args.config, args.overrides)
         else:
             html = getattr(args, "html", None)
-            cfg = load_config(cfg_cls, args.config, args.overrides + ([f"html={html}"] if html else []))
-        fn(cfg)
+            shard = getattr(args, "shard", None)
+            cfg = load_config(cfg_cls, args.config, args.overrides + ([f"html={html}"] if html else [])
+                              + ([f"shard={shard}"] if shard else []))
+        with loading_policy(allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code):
+            fn(cfg)
     except HybridcotError as e:
         if debug:
             raise

@@ -15,10 +15,10 @@ resuming checks) and `sample_config.yaml` (this stage's config). A killed run re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from hybridcot.config import field, save_config
 from hybridcot.evaluation.stage import BACKENDS, EvalConfig, run_eval
+from hybridcot.shards import SHARD_HELP, shard_folder
 
 
 @dataclass
@@ -34,10 +34,12 @@ class SampleConfig:
     temperature: float = field(0.6, help="sampling temperature (paper: 0.6)")
     top_p: float = field(0.95, help="nucleus sampling top-p (paper: 0.95)")
     max_tokens: int = field(1024, help="maximum generated tokens per response (recipes for real models raise it)")
-    backend: str = field("auto", help="generation backend: auto (vLLM where installed) | hf | vllm")
+    backend: str = field("auto", help="generation backend: auto (vLLM where installed) | hf | vllm | http")
+    urls: str = field("", help="backend=http: server base URLs, comma-separated (default $HYBRIDCOT_HTTP_URLS)")
     dtype: str = field("float32", help="model dtype for generation (float32 | bfloat16 | float16 | auto)")
     seed: int = field(0, help="sampling seed (each response is seeded from it, its prompt and its index)")
     limit: int | None = field(None, help="sample only the first `limit` problems")
+    shard: str | None = field(None, help=SHARD_HELP)
     batch_size: int = field(32, help="problems per generate call (each brings k responses)")
     grade_timeout: float = field(5.0, help="seconds per grader call; a timeout counts as wrong")
     fallback_last_number: bool = field(False, help="grade the last number when a response has no \\boxed{}")
@@ -59,12 +61,13 @@ class SampleConfig:
                           backend=self.backend, dtype=self.dtype, n=self.k, temperature=self.temperature,
                           top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed, limit=self.limit,
                           batch_size=self.batch_size, grade_timeout=self.grade_timeout,
-                          fallback_last_number=self.fallback_last_number, n_boot=0)
+                          fallback_last_number=self.fallback_last_number, n_boot=0, urls=self.urls,
+                          shard=self.shard)
 
 
 def run_sample(cfg: SampleConfig) -> dict:
     """Sample (or resume) K responses per problem; returns the metrics also written to metrics.json."""
     ecfg = cfg.eval_config()
     metrics = run_eval(ecfg)  # writes config.yaml (the eval settings) and checks a resume against it
-    save_config(cfg, Path(cfg.output), name="sample_config.yaml")
+    save_config(cfg, shard_folder(cfg.output, cfg.shard), name="sample_config.yaml")
     return metrics

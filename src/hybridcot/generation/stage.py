@@ -7,6 +7,10 @@ Problems are generated `chunk` at a time and each finished problem is appended a
 killed run resumes where it stopped: ids already in the output are skipped. The resolved config is
 saved beside the output (`<output>.config.yaml`), and resuming with settings that change the
 samples (model, problems, sampling) is refused rather than mixing two runs in one file.
+
+`shard=i/n` keeps the problems whose stable id hash mod n is i and writes `<output>.shard-i-of-n`
+(with its own `.config.yaml`); `hybridcot merge-shards output=<output>` joins the n files (see
+`hybridcot.shards`). `backend=http urls=...` samples from running vLLM / SGLang servers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from hybridcot.config import config_dict, field, save_config
 from hybridcot.data.world import PROMPT_SUFFIX
 from hybridcot.generation.base import BACKENDS, SamplingConfig, chat_prompt, load_generator
 from hybridcot.io import HybridcotError, JsonlAppender, iter_jsonl
+from hybridcot.shards import in_shard, parse_shard, shard_file
 
 # Fields that change what is sampled: a resumed run must agree on them.
 SAMPLE_KEYS = ("model", "problems", "n", "temperature", "top_p", "max_tokens", "seed", "stop", "system", "suffix",
@@ -31,7 +36,8 @@ class GenerateConfig:
     model: str = field("", help="checkpoint folder to sample from (required)")
     problems: str = field("", help="problem file (.jsonl/.json/.parquet) or world spec, e.g. world:test:100 (required)")
     output: str = field("", help="JSONL file to append one record per problem to (required)")
-    backend: str = field("auto", help="generation backend: auto (vllm if installed, else hf), hf or vllm")
+    backend: str = field("auto", help="generation backend: auto (vllm if installed, else hf), hf, vllm or http")
+    urls: str = field("", help="backend=http: server base URLs, comma-separated (default $HYBRIDCOT_HTTP_URLS)")
     dtype: str = field("float32", help="model dtype: float32, bfloat16, float16 or auto")
     n: int = field(1, help="samples per problem")
     temperature: float = field(0.0, help="sampling temperature; 0 = greedy")
@@ -42,6 +48,8 @@ class GenerateConfig:
     system: str | None = field(None, help="optional system message")
     suffix: str = field(PROMPT_SUFFIX, help="text appended to each problem in the user message")
     limit: int | None = field(None, help="only the first `limit` problems")
+    shard: str | None = field(None, help="run only shard i of n (e.g. 0/4): the problems whose stable id hash mod n "
+                                         "is i, written to <output>.shard-i-of-n; join them with hybridcot merge-shards")
     batch_size: int = field(64, help="sequences per forward pass (hf backend)")
     threads: int = field(0, help="CPU threads for torch (0 = leave as is; 1 is fastest on a busy small machine)")
     chunk: int = field(64, help="problems per generate call; results are appended after each chunk")
@@ -59,6 +67,7 @@ class GenerateConfig:
         if self.batch_size < 1 or self.chunk < 1:
             raise ValueError("batch_size and chunk must be >= 1")
         self.sampling()  # validates n, temperature, top_p, max_tokens, stop, seed
+        parse_shard(self.shard)
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
@@ -95,17 +104,22 @@ def run_generate(cfg: GenerateConfig) -> Path:
     """Sample `cfg.n` responses for every problem not yet in `cfg.output`; returns the output path."""
     from hybridcot.data.problems import load_problems
 
-    output = Path(cfg.output)
-    problems = load_problems(cfg.problems, limit=cfg.limit)
+    output = shard_file(cfg.output, cfg.shard)
+    shard = parse_shard(cfg.shard)
+    problems = [p for p in load_problems(cfg.problems, limit=cfg.limit) if in_shard(p.id, shard)]
     _check_resume(cfg, output)
     done = done_ids(output)
     todo = [p for p in problems if p.id not in done]
+    if not problems and shard is not None:  # an empty shard: leave its (empty) output and config for merging
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.touch()
+        save_config(cfg, output.parent, name=config_path(output).name)
     if not todo:
         print(f"generate: all {len(problems)} problems already in {output}")
         return output
     params = cfg.sampling()
     with load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                        threads=cfg.threads or None) as gen, \
+                        threads=cfg.threads or None, urls=cfg.urls or None) as gen, \
             JsonlAppender(output) as out:
         save_config(cfg, output.parent, name=config_path(output).name)  # once the model has loaded
         for k in range(0, len(todo), cfg.chunk):

@@ -40,8 +40,9 @@ from hybridcot.config import config_dict, field, save_config
 from hybridcot.generation import Generator, SamplingConfig, load_generator, resolve_backend
 from hybridcot.io import HybridcotError, JsonlAppender, write_json
 from hybridcot.longshort.protocol import LONG, SHORT, Turn, check_dialogue, dialogue_text, messages_for, parse
+from hybridcot.shards import SHARD_HELP, in_shard, parse_shard, shard_folder
 
-BACKENDS = ("auto", "hf", "vllm")
+BACKENDS = ("auto", "hf", "vllm", "http")
 # Settings that change what dialogues.jsonl holds: a resumed run must match them.
 RUN_KEYS = ("long_model", "short_model", "problems", "n", "temperature", "top_p", "max_turns", "long_max_tokens",
             "short_max_tokens", "seed", "dtype", "fallback_last_number")
@@ -253,7 +254,11 @@ class CollaborateConfig:
                                    "'world:<split>:<count>[:seed=S]'")
     output: str = field("", help="output folder for dialogues.jsonl, metrics.json and config.yaml")
     name: str = field("", help="system name in reports (default: '<long folder>+<short folder>')")
-    backend: str = field("auto", help="generation backend: auto (vLLM where installed) | hf | vllm")
+    backend: str = field("auto", help="generation backend: auto (vLLM where installed) | hf | vllm | http")
+    urls: str = field("", help="backend=http: the long thinker's server base URLs, comma-separated "
+                               "(default $HYBRIDCOT_HTTP_URLS)")
+    short_urls: str = field("", help="backend=http: the short thinker's server URLs (needed when the two "
+                                     "models differ; one model is served by `urls`)")
     dtype: str = field("float32", help="model dtype for generation (float32 | bfloat16 | float16 | auto)")
     threads: int = field(0, help="CPU threads for torch (0 = leave as is; 1 is fastest on a busy small machine)")
     gpu_memory_utilization: float = field(0.85, help="vLLM on a GPU: share of GPU memory for both models "
@@ -266,6 +271,7 @@ class CollaborateConfig:
     top_p: float = field(1.0, help="nucleus sampling top-p")
     seed: int = field(0, help="sampling seed (also seeds the accuracy bootstrap)")
     limit: int | None = field(None, help="only the first `limit` problems")
+    shard: str | None = field(None, help=SHARD_HELP)
     batch_size: int = field(64, help="problems whose dialogues advance together (each brings n dialogues); "
                                      "results are appended after each such chunk")
     grade_timeout: float = field(5.0, help="seconds per grader call; a timeout counts as wrong")
@@ -290,6 +296,7 @@ class CollaborateConfig:
         if self.grade_timeout <= 0 or not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError("grade_timeout must be > 0 and gpu_memory_utilization in (0, 1]")
         SamplingConfig(temperature=self.temperature, top_p=self.top_p, seed=self.seed)  # validates them
+        parse_shard(self.shard)
 
 
 def _check_resume(cfg: CollaborateConfig, out: Path) -> None:
@@ -313,11 +320,15 @@ def _open_generators(cfg: CollaborateConfig) -> tuple[Generator, Generator]:
     kw: dict[str, Any] = {"threads": cfg.threads or None}
     if resolve_backend(cfg.backend) == "vllm":
         kw["gpu_memory_utilization"] = cfg.gpu_memory_utilization / (1 if same else 2)
-    long_gen = load_generator(cfg.long_model, backend=cfg.backend, dtype=cfg.dtype, **kw)
+    http = resolve_backend(cfg.backend) == "http"
+    if http and not same and not cfg.short_urls:
+        raise HybridcotError("backend=http with two models: give the short thinker's servers as short_urls=...")
+    long_gen = load_generator(cfg.long_model, backend=cfg.backend, dtype=cfg.dtype, urls=cfg.urls or None, **kw)
     if same:
         return long_gen, long_gen
     try:
-        return long_gen, load_generator(cfg.short_model, backend=cfg.backend, dtype=cfg.dtype, **kw)
+        return long_gen, load_generator(cfg.short_model, backend=cfg.backend, dtype=cfg.dtype,
+                                        urls=cfg.short_urls or None, **kw)
     except BaseException:
         long_gen.close()
         raise
@@ -328,12 +339,21 @@ def run_collaborate(cfg: CollaborateConfig) -> dict:
     from hybridcot.evaluation.stage import load_done, load_run_problems, progress
 
     t0 = time.time()
-    out = Path(cfg.output)
+    out = shard_folder(cfg.output, cfg.shard)  # a shard writes to <output>/shard-i-of-n/
     out.mkdir(parents=True, exist_ok=True)
     problems, ids = load_run_problems(cfg.problems, cfg.limit)
+    shard = parse_shard(cfg.shard)
+    if shard is not None:
+        problems, ids = [p for p, i in zip(problems, ids) if in_shard(i, shard)], [i for i in ids if in_shard(i, shard)]
     _check_resume(cfg, out)
     save_config(cfg, out)
     path = out / "dialogues.jsonl"
+    if not problems:  # an empty shard (a small set split many ways)
+        path.touch()
+        metrics = {"name": cfg.name, "problems": cfg.problems, "shard": cfg.shard, "n_problems": 0}
+        write_json(out / "metrics.json", metrics)
+        print(f"collaborate {cfg.name}: shard {cfg.shard} holds no problems -> {out / 'metrics.json'}")
+        return metrics
     done = load_done(path, cfg.n)  # complete problems; a problem cut short by a kill is dropped and redone
     todo = [p for p in problems if p.id not in done]
     new: list[dict] = []

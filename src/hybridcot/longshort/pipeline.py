@@ -224,7 +224,7 @@ def _importance_step(ic: ImportanceConfig) -> str:
     from hybridcot.longshort.importance import run_importance
 
     new = config_dict(ic)
-    keys = [k for k in new if k not in ("backend", "batch_size", "threads", "chunk")]
+    keys = [k for k in new if k not in ("backend", "urls", "batch_size", "threads", "chunk", "share_prefix")]
     if S._finished_unchanged(Path(ic.output), "stats.json", "config.yaml", new, keys):
         return "skipped"
     run_importance(ic)  # resumes a partial run by (id, sample)
@@ -235,7 +235,8 @@ def _collaborate_step(cc: CollaborateConfig) -> str:
     from hybridcot.longshort.collaborate import run_collaborate
 
     new = config_dict(cc)
-    keys = [k for k in new if k not in ("backend", "batch_size", "threads", "gpu_memory_utilization", "n_boot")]
+    keys = [k for k in new if k not in ("backend", "urls", "short_urls", "batch_size", "threads",
+                                            "gpu_memory_utilization", "n_boot")]
     if S._finished_unchanged(Path(cc.output), "metrics.json", "config.yaml", new, keys):
         return "skipped"
     run_collaborate(cc)
