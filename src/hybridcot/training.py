@@ -25,21 +25,65 @@ from hybridcot.io import HybridcotError
 
 
 class LossHistory(TrainerCallback):
-    """Collects logged losses; stops training on a NaN/inf loss (the last good weights are kept)."""
+    """Collects logged losses and guards every trainer the project builds (SFT, DPO, GRPO) against a
+    non-finite loss or gradient.
+
+    Transformers hides a NaN/inf step loss from the logs (`logging_nan_inf_filter` logs the running
+    mean instead), so the guard looks at the gradients themselves before every optimizer step. On a
+    NaN/inf gradient norm it drops the gradients (the optimizer step then leaves the weights as they
+    were), stops training and cancels that step's checkpoint, so `<output>.trl/` keeps only good
+    checkpoints. A logged NaN/inf loss or grad_norm stops training too. The caller raises with
+    `check_finite` after `train()` returns, before anything is saved as the final model.
+    """
 
     def __init__(self):
         self.logs: list[dict] = []
         self.log_history: list[dict] = []  # the trainer's whole log at the end (includes logs before a resume)
         self.bad_loss: float | None = None
+        self.bad_what: str = "loss"  # which value went bad: loss | grad norm
+        self.bad_step: int | None = None  # the optimizer step (1-based) whose loss or gradient went bad
+        self.last_checkpoint: str | None = None  # the newest checkpoint under output_dir when training stopped
+
+    def _stop(self, args, state, control, what: str, value: float, step: int) -> None:
+        if self.bad_loss is None:
+            self.bad_loss, self.bad_what, self.bad_step = float(value), what, step
+            with contextlib.suppress(Exception):
+                from transformers.trainer_utils import get_last_checkpoint
+
+                d = getattr(args, "output_dir", None)
+                self.last_checkpoint = get_last_checkpoint(d) if d and os.path.isdir(d) else None
+        control.should_training_stop = True
+        control.should_save = False
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        if model is None or self.bad_loss is not None:
+            return
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+        if bool(torch.isfinite(norm)):
+            return
+        for p in model.parameters():  # no update from this step: the weights stay the last good ones
+            p.grad = None
+        self._stop(args, state, control, "grad norm", norm.item(), state.global_step + 1)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.bad_loss is not None:  # after DefaultFlowCallback: cancel a checkpoint due at this step
+            control.should_save = False
+            control.should_training_stop = True
+
+    on_epoch_end = on_step_end  # (save_strategy="epoch" saves here)
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not logs:
             return
         self.logs.append({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(loss):
-            self.bad_loss = loss
-            control.should_training_stop = True
+        for key, what in (("loss", "loss"), ("grad_norm", "grad norm")):
+            v = logs.get(key)
+            if isinstance(v, (int, float)) and not math.isfinite(v):
+                self._stop(args, state, control, what, v, state.global_step)
+                break
 
     def on_train_end(self, args, state, control, **kw):
         self.log_history = [dict(e) for e in state.log_history]
@@ -82,9 +126,19 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, metadata: dict | None
         if metadata is not None:
             (tmp / "hybridcot.json").write_text(json.dumps(metadata, indent=2) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        old = None
+        if out_dir.exists():  # moved aside whole and removed only once the new folder is in place: deleting
+            # it first would leave, after a kill, a half-deleted folder that may still hold its hybridcot.json
+            old = tmp.with_name(tmp.name + ".old")  # unique: tmp's name is
+            os.replace(out_dir, old)
+        try:
+            os.replace(tmp, out_dir)
+        except BaseException:
+            if old is not None:
+                os.replace(old, out_dir)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -92,9 +146,13 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, metadata: dict | None
 
 
 def check_finite(history: LossHistory, what: str) -> None:
+    """One HybridcotError line naming the stage (`what`) and step when the guard stopped training."""
     if history.bad_loss is not None:
-        raise HybridcotError(f"{what}: loss became {history.bad_loss} — training stopped; "
-                             "lower the learning rate (the last good checkpoint was kept)")
+        step = f" at step {history.bad_step}" if history.bad_step is not None else ""
+        kept = (f"the last good checkpoint is {history.last_checkpoint}" if history.last_checkpoint
+                else "no checkpoint was saved before it")
+        raise HybridcotError(f"{what}: {history.bad_what} became {history.bad_loss}{step}; training stopped and "
+                             f"no final model was written ({kept}); lower the learning rate")
 
 
 # ---------------------------------------------------------------- training stages (sft, dpo)
@@ -123,11 +181,25 @@ def trl_dir(output: str | Path) -> Path:
 
 
 def last_trl_checkpoint(output: str | Path) -> str | None:
-    """The newest `checkpoint-N` folder under `<output>.trl/`, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete `checkpoint-N` folder under `<output>.trl/`, or None.
+
+    The Trainer writes a checkpoint in place, its trainer_state.json last: a kill while it saves
+    leaves a folder without one (or with a torn one), which is passed over rather than resumed from.
+    """
+    import json
+    import re
 
     d = trl_dir(output)
-    return get_last_checkpoint(str(d)) if d.is_dir() else None
+    if not d.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()]
+    for _, p in sorted(found, reverse=True):
+        try:
+            json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return str(p)
+    return None
 
 
 def finished_stage(output: str | Path, stage: str, force: bool = False) -> bool:

@@ -199,16 +199,16 @@ def finish(cfg: Any, stage: str, trainer: Any, tok: Any, hist: Any, n_rows: int,
 
 
 def load_model(path: str):
-    """Tokenizer and float32 model from a checkpoint folder (one-line error when it is not one)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Tokenizer and float32 model from a checkpoint folder (one-line error when it is not one).
 
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise HybridcotError(f"{p}: not a model checkpoint folder (no config.json)")
-    tok = AutoTokenizer.from_pretrained(p)
+    Safetensors only and no remote code unless asked (`hybridcot.models.load_causal_lm`).
+    """
+    from hybridcot.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(path, dtype="float32")  # checks the folder first (config.json, weights)
+    tok = load_tokenizer(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(p, dtype="float32")
     return tok, model
 
 

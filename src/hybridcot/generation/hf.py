@@ -30,8 +30,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -41,6 +39,7 @@ from transformers import (
 
 from hybridcot.generation.base import Generator, Sample, SamplingConfig, expand_rows, truncate_at_stop
 from hybridcot.io import HybridcotError
+from hybridcot.models import load_causal_lm, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
@@ -118,9 +117,9 @@ class HFGenerator(Generator):
         self.share_prefix = share_prefix
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.progress = sys.stderr.isatty() if progress is None else progress
-        self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(self.model_path)
-        if model is None:
-            model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=DTYPES[dtype])
+        if model is None:  # safetensors only, no remote code unless asked (hybridcot.models)
+            model = load_causal_lm(self.model_path, dtype=DTYPES[dtype])
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.model_path)
         self.model = model.to(self.device).eval()
         eos = {self.tokenizer.eos_token_id}
         gc_eos = self.model.generation_config.eos_token_id

@@ -55,6 +55,9 @@ class VLLMGenerator(Generator):
                  gpu_memory_utilization: float = 0.85, max_model_len: int | None = None,
                  enforce_eager: bool | None = None, seed: int = 0, batch_size: int | None = None,
                  progress: bool | None = None, threads: int | None = None, enable_prefix_caching: bool = True):
+        from hybridcot.models import allow_pickle, check_checkpoint, trust_remote_code
+
+        check_checkpoint(model_path)  # safetensors only unless --allow-pickle; every shard present
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         import torch
@@ -71,7 +74,9 @@ class VLLMGenerator(Generator):
         on_cpu = current_platform.is_cpu()
         kw: dict = {"model": str(self.model_path), "dtype": dtype, "seed": seed,
                     "enforce_eager": on_cpu if enforce_eager is None else enforce_eager,
-                    "enable_prefix_caching": enable_prefix_caching}
+                    "enable_prefix_caching": enable_prefix_caching, "trust_remote_code": trust_remote_code()}
+        if not allow_pickle():
+            kw["load_format"] = "safetensors"
         if max_model_len:
             kw["max_model_len"] = max_model_len
         if on_cpu:
@@ -91,7 +96,8 @@ class VLLMGenerator(Generator):
                 warnings.simplefilter("ignore", FutureWarning)
                 self.llm = LLM(**kw)
         except Exception as e:  # vLLM raises many types; give the one line that matters
-            raise HybridcotError(f"{self.model_path}: vLLM could not load the model: {e}") from e
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise HybridcotError(f"{self.model_path}: vLLM could not load the model: {first}") from e
         finally:
             torch.set_num_threads = set_threads
         self.tokenizer = self.llm.get_tokenizer()

@@ -62,12 +62,9 @@ def word_count(text: str) -> int:
 
 def token_counter(tokenizer: str) -> TokenCounter:
     """Count tokens with a checkpoint's (or tokenizer folder's) tokenizer, no special tokens."""
-    from transformers import AutoTokenizer
+    from hybridcot.models import load_tokenizer
 
-    try:
-        tok = AutoTokenizer.from_pretrained(str(Path(tokenizer).expanduser()))
-    except (OSError, ValueError) as e:
-        raise HybridcotError(f"{tokenizer}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+    tok = load_tokenizer(tokenizer)  # one line on failure; no remote code unless asked
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 

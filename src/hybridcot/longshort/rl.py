@@ -60,7 +60,7 @@ from hybridcot.longshort.collaborate import DialogueState, new_states, step_dial
 from hybridcot.longshort.protocol import LONG, ROLES, SHORT, messages_for
 from hybridcot.longshort.rewards import REWARDS
 
-BACKENDS = ("auto", "hf", "vllm")
+BACKENDS = ("auto", "hf", "vllm", "http")  # http: servers from $HYBRIDCOT_HTTP_URLS
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16's
 
 
