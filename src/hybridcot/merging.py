@@ -5,13 +5,13 @@
 
 Planning is separated from execution (as in mergekit): `check_compatible` reads only safetensors
 headers, configs and tokenizer files, and refuses with one line the first difference (tensor
-names, shapes, dtypes, vocab size, tokenizer, chat template). `write_merge` then streams one tensor
-pair at a time, computes in float32 (float64 stays float64), casts back to the source dtype and
-writes each output shard as soon as it is complete, mirroring the long model's sharding, so peak
-memory is about one shard. Everything goes into a temp folder beside `output`, renamed into place
-at the end. The folder also gets the long model's config, generation config, tokenizer and chat
-template, `merge.json`, `config.yaml` and an equivalent `mergekit.yaml`
-(`mergekit-yaml mergekit.yaml OUT` reproduces the tensors).
+names, shapes, dtypes, vocab size, tokenizer, chat template). `write_merge` then streams the tensors
+in 1 MiB pieces (pread, no mmap), computes in float32 (float64 stays float64), casts back to the
+source dtype and writes each piece straight into its output shard, mirroring the long model's
+sharding, so memory stays a few MiB whatever the shard or model size. Everything goes
+into a temp folder beside `output`, renamed into place at the end. The folder also gets the long
+model's config, generation config, tokenizer and chat template, `merge.json`, `config.yaml` and an
+equivalent `mergekit.yaml` (`mergekit-yaml mergekit.yaml OUT` reproduces the tensors).
 
 The α sweep loads both state dicts once, writes each α's weights in place into one model object and
 evaluates it with the hf backend (no checkpoint per α): `sweep.json`, `sweep.png`,
@@ -20,7 +20,6 @@ evaluates it with the hf backend (no checkpoint per α): `sweep.json`, `sweep.pn
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -315,10 +314,9 @@ def _tokenizer_difference(a: Path, b: Path) -> str | None:
             if ja.get(key) != jb.get(key):
                 return f"tokenizer.json '{key}' differs"
     elif has_a:
-        from transformers import AutoTokenizer
+        from hybridcot.models import load_tokenizer
 
-        d = _vocab_difference(AutoTokenizer.from_pretrained(a).get_vocab(),
-                              AutoTokenizer.from_pretrained(b).get_vocab(), "tokenizer vocabularies")
+        d = _vocab_difference(load_tokenizer(a).get_vocab(), load_tokenizer(b).get_vocab(), "tokenizer vocabularies")
         if d:
             return d
     if _chat_template(a) != _chat_template(b):
@@ -370,34 +368,131 @@ def load_weights(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     return out
 
 
+# safetensors dtypes merged as floating point (computed in float32, float64 kept, cast back); every other
+# dtype (integers, bool) is compared byte for byte and must agree between the models.
+_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                 "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+_CHUNK = 1 << 20  # bytes of one input read: small enough that a piece's float32 work stays in the CPU caches
+
+
+def _read_header(path: Path) -> tuple[int, dict, dict]:
+    """(offset of the data section, {name: (begin, end)} within it, metadata) of a safetensors file."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        meta = header.pop("__metadata__", None) or {}
+        return 8 + n, {k: tuple(v["data_offsets"]) for k, v in header.items()}, meta
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise HybridcotError(f"{path}: unreadable safetensors header ({e})") from None
+
+
+def _pread(fd: int, view: memoryview, offset: int, path: Path) -> None:
+    """Fill `view` from `fd` at `offset` (no mmap: the page cache is not charged to this process)."""
+    done = 0
+    while done < len(view):
+        k = os.preadv(fd, [view[done:]], offset + done)
+        if k <= 0:
+            raise HybridcotError(f"{path}: file ends early (truncated shard?)")
+        done += k
+
+
+def _write_all(f, view: memoryview) -> None:
+    """Write all of `view` to an unbuffered file (a raw write may write less than it was given)."""
+    while view:
+        view = view[f.write(view):]
+
+
 def _stream(L: Checkpoint, S: Checkpoint, alpha: float, out_dir: Path) -> int:
-    """Write the merged shards (the long model's sharding) into out_dir; returns the bytes written."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    """Write the merged shards (the long model's sharding) into out_dir; returns the tensor bytes written.
+
+    Each output shard is written as a safetensors file directly: its header first (names, shapes and
+    dtypes are known from the inputs' headers), then every tensor in `_CHUNK`-byte pieces: read from
+    both inputs with pread, interpolated in place in reused buffers, written. Memory stays a few MiB
+    whatever the shard or tensor size; input files are read, not mapped, so their pages are never
+    part of this process's RSS. The layout is save_file's (`_SAVE_ORDER`; the header padded to 8
+    bytes), so every tensor is aligned and the file is byte for byte what save_file would write.
+    """
+    buf_a, buf_b = bytearray(_CHUNK), bytearray(_CHUNK)
+    view_a, view_b = memoryview(buf_a), memoryview(buf_b)
+    work: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}  # compute dtype -> two reused buffers
+    headers: dict[Path, tuple[int, dict, dict]] = {}
+    fds: dict[Path, int] = {}
+
+    def source(ck: Checkpoint, name: str) -> tuple[int, int, int, Path]:
+        """(fd, absolute offset, bytes, path) of a tensor in a checkpoint's shard."""
+        path = ck.path / ck.files[name]
+        if path not in headers:
+            headers[path] = _read_header(path)
+            fds[path] = os.open(path, os.O_RDONLY)
+        start, offs, _ = headers[path]
+        begin, end = offs[name]
+        return fds[path], start + begin, end - begin, path
+
+    def merge_piece(dtype: str, n: int, name: str) -> None:
+        """buf_a[:n] = α·a + (1 − α)·b, for one piece of a tensor."""
+        if dtype not in _FLOAT_DTYPES:
+            if view_a[:n] != view_b[:n]:
+                raise HybridcotError(f"tensor '{name}' is {_DTYPE_NAMES.get(dtype, dtype)} (not floating point) "
+                                     "and differs between the models")
+            return
+        st = _FLOAT_DTYPES[dtype]
+        ct = torch.float64 if st == torch.float64 else torch.float32
+        a = torch.frombuffer(buf_a, dtype=st, count=n // st.itemsize)
+        b = torch.frombuffer(buf_b, dtype=st, count=n // st.itemsize)
+        if st == ct:  # float32 / float64: in place in the read buffers
+            a.mul_(alpha)
+            a.add_(b.mul_(1.0 - alpha))
+            return
+        if ct not in work or work[ct][0].numel() < a.numel():
+            work[ct] = (torch.empty(a.numel(), dtype=ct), torch.empty(a.numel(), dtype=ct))
+        wa, wb = (w[: a.numel()] for w in work[ct])
+        wa.copy_(a).mul_(alpha)
+        wb.copy_(b).mul_(1.0 - alpha)
+        a.copy_(wa.add_(wb))  # rounds back to the source dtype, as interpolate() does
 
     total, weight_map = 0, {}
-    with contextlib.ExitStack() as stack:
-        short_files: dict = {}
-
-        def short(name: str):
-            f = S.files[name]
-            if f not in short_files:
-                short_files[f] = stack.enter_context(safe_open(S.path / f, framework="pt"))
-            return short_files[f]
-
+    try:
         for shard, names in L.shards().items():
-            with safe_open(L.path / shard, framework="pt") as fl:
-                meta = {**(fl.metadata() or {}), "format": "pt"}
-                tensors = {}
-                for name in names:
-                    tensors[name] = interpolate(fl.get_tensor(name), short(name).get_tensor(name), alpha, name)
-                    total += tensors[name].numel() * tensors[name].element_size()
-            save_file(tensors, str(out_dir / shard), metadata=meta)
+            _, _, meta = headers.get(L.path / shard) or _read_header(L.path / shard)
+            order = sorted(names, key=lambda n: (_SAVE_ORDER.get(L.meta[n][0], len(_SAVE_ORDER)), n))
+            entries, offset, tensors = {}, 0, []
+            for name in order:
+                dtype, shape = L.meta[name]
+                fa, oa, nbytes, pa = source(L, name)
+                fb, ob, nb, pb = source(S, name)
+                if nb != nbytes:
+                    raise HybridcotError(f"tensor '{name}' has {nbytes} bytes in {pa} and {nb} in {pb}")
+                entries[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+                tensors.append((name, dtype, nbytes, (fa, oa, pa), (fb, ob, pb)))
+                offset += nbytes
+            head = json.dumps({"__metadata__": {**{str(k): str(v) for k, v in meta.items()}, "format": "pt"},
+                               **entries}, separators=(",", ":")).encode()
+            head += b" " * (-len(head) % 8)
+            with open(out_dir / shard, "wb", buffering=0) as out:
+                _write_all(out, memoryview(len(head).to_bytes(8, "little") + head))
+                for name, dtype, nbytes, (fa, oa, pa), (fb, ob, pb) in tensors:
+                    for k in range(0, nbytes, _CHUNK):
+                        n = min(_CHUNK, nbytes - k)
+                        _pread(fa, view_a[:n], oa + k, pa)
+                        _pread(fb, view_b[:n], ob + k, pb)
+                        merge_piece(dtype, n, name)
+                        _write_all(out, view_a[:n])
+            total += offset
             weight_map.update(dict.fromkeys(names, shard))
-            del tensors  # peak memory: one output shard
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     if L.sharded:
         write_json(out_dir / INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
     return total
+
+
+# save_file's order of tensors in a file: by dtype in this order (safetensors' Dtype enum, largest first,
+# so every tensor is aligned), then by name.
+_SAVE_ORDER = {d: i for i, d in enumerate(("U64", "I64", "F64", "C64", "F32", "U32", "I32", "BF16", "F16", "U16",
+                                           "I16", "F8_E8M0", "F8_E4M3", "F8_E5M2", "I8", "U8", "F6_E3M2",
+                                           "F6_E2M3", "F4", "BOOL"))}
 
 
 def _check_output(out: Path, L: Checkpoint, S: Checkpoint) -> None:
@@ -467,20 +562,19 @@ def run_sweep(cfg: MergeConfig, L: Checkpoint, S: Checkpoint) -> tuple[dict, lis
 
     Returns (the sweep.json content, every graded record with its "alpha").
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from hybridcot.data.problems import load_problems
     from hybridcot.evaluation.metrics import summarize
     from hybridcot.evaluation.stage import generate_records
     from hybridcot.generation import SamplingConfig
     from hybridcot.generation.hf import DTYPES, HFGenerator
+    from hybridcot.models import load_causal_lm, load_tokenizer
 
     problems = load_problems(cfg.sweep_problems, limit=cfg.sweep_limit)
     if not problems:
         raise HybridcotError(f"{cfg.sweep_problems}: no problems for the alpha sweep")
     sd_l, sd_s = load_weights(L), load_weights(S)
-    model = AutoModelForCausalLM.from_pretrained(L.path, dtype=DTYPES[cfg.dtype])
-    gen = HFGenerator(L.path, batch_size=cfg.batch_size, model=model, tokenizer=AutoTokenizer.from_pretrained(L.path))
+    model = load_causal_lm(L.path, dtype=DTYPES[cfg.dtype])
+    gen = HFGenerator(L.path, batch_size=cfg.batch_size, model=model, tokenizer=load_tokenizer(L.path))
     targets = gen.model.state_dict()  # shares storage with the parameters: copy_ updates the model
     bad = [n for n in sd_l if n not in targets or targets[n].shape != sd_l[n].shape]
     loaded = {targets[n].data_ptr() for n in sd_l if n not in bad}

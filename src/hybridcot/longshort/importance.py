@@ -22,7 +22,8 @@ a rollout that stops after a prefix ending in `\\boxed{}` keeps that answer.
 `adaptive=true` adds rollouts, `n` at a time, to the prefixes whose se is above `target_se`
 (largest first) until all are under it or the CoT has used `max_rollouts` (the first round, n per
 prefix, always runs). Rollouts of one prefix share its prefill: vLLM's prefix caching, or the
-"hf" backend's `share_prefix` (one prefill per prompt, KV cache copied to its n rows). Every
+"hf" backend's `share_prefix` (one prefill per prompt, KV cache copied to its n rows); the config's
+`share_prefix=false` turns both off (bench/rollouts.py compares the two). Every
 record's `cost` has the generated tokens, the prefill tokens actually run, and those a backend
 without sharing would pay (n × prompt length per prefix).
 
@@ -47,8 +48,17 @@ import yaml
 
 from hybridcot.config import field, save_config
 from hybridcot.data.world import finish_prompt
-from hybridcot.generation.base import BACKENDS, Generator, Prompt, Sample, SamplingConfig, chat_prompt
+from hybridcot.generation.base import (
+    BACKENDS,
+    Generator,
+    Prompt,
+    Sample,
+    SamplingConfig,
+    chat_prompt,
+    resolve_backend,
+)
 from hybridcot.io import HybridcotError, JsonlAppender, iter_jsonl, read_jsonl, write_json
+from hybridcot.shards import SHARD_HELP, in_shard, parse_shard, shard_folder
 
 PROMPT_STYLES = ("finish", "continue")
 # Settings that change what importance.jsonl holds: a resumed run must match them.
@@ -74,15 +84,20 @@ class ImportanceConfig:
     top_p: float = field(0.95, help="rollout nucleus sampling top-p")
     max_tokens: int = field(1024, help="maximum generated tokens per rollout")
     seed: int = field(0, help="sampling seed (each rollout is seeded from it, its prompt and its index)")
-    backend: str = field("auto", help="generation backend: auto (vLLM where installed) | hf | vllm")
+    backend: str = field("auto", help="generation backend: auto (vLLM where installed) | hf | vllm | http")
+    urls: str = field("", help="backend=http: server base URLs, comma-separated (default $HYBRIDCOT_HTTP_URLS)")
     dtype: str = field("float32", help="model dtype (float32 | bfloat16 | float16 | auto)")
     batch_size: int = field(64, help="rows per forward pass (hf backend; a multiple of n keeps a prefix's rollouts "
                                      "in one batch so they share one prefill)")
     threads: int = field(0, help="CPU threads for torch (0 = leave as is; 1 is fastest on a busy small machine)")
     chunk: int = field(8, help="CoTs whose rollouts go into one generate call; results are appended after each")
     limit: int | None = field(None, help="score only the first `limit` CoTs")
+    shard: str | None = field(None, help=SHARD_HELP + " (the CoTs of one problem id stay together)")
     grade_timeout: float = field(5.0, help="seconds per grader call; a timeout counts as wrong")
     fallback_last_number: bool = field(False, help="grade the last number when a rollout has no \\boxed{}")
+    share_prefix: bool = field(True, help="rollouts of one prefix share its prefill (hf: KV cache copy, vllm: prefix "
+                                          "caching); false runs every rollout's whole prompt (bench/rollouts.py; "
+                                          "http: a server setting, not switched here)")
 
     def __post_init__(self) -> None:
         for key in ("chunks", "model", "output"):
@@ -108,6 +123,7 @@ class ImportanceConfig:
         if self.grade_timeout <= 0:
             raise ValueError(f"grade_timeout must be > 0, got {self.grade_timeout}")
         self.sampling(0)  # validates n, temperature, top_p, max_tokens
+        parse_shard(self.shard)
 
     def sampling(self, round_: int) -> SamplingConfig:
         """Round 0 uses `seed`; later adaptive rounds get seeds derived from it (fresh samples)."""
@@ -336,13 +352,21 @@ def _check_resume(cfg: ImportanceConfig, out: Path) -> None:
                                  "use a new output folder or delete importance.jsonl")
 
 
+def sharing_kwargs(cfg: ImportanceConfig) -> dict:
+    """The backend keyword that turns prefix sharing off when `cfg.share_prefix` is false (backends share by
+    default): hf `share_prefix`, vllm `enable_prefix_caching`; none for http (the server decides)."""
+    if cfg.share_prefix:
+        return {}
+    return {"hf": {"share_prefix": False}, "vllm": {"enable_prefix_caching": False}}.get(resolve_backend(cfg.backend), {})
+
+
 def run_importance(cfg: ImportanceConfig, generator: Generator | None = None) -> dict:
     """Score (or resume) every CoT of `cfg.chunks`; returns the stats also written to stats.json.
 
     `generator` replaces loading `cfg.model` (any `Generator`, e.g. a `CallableGenerator`); it is not
     closed here.
     """
-    out = Path(cfg.output)
+    out = shard_folder(cfg.output, cfg.shard)  # a shard writes to <output>/shard-i-of-n/
     records = read_jsonl(cfg.chunks)[:cfg.limit]
     if not records:
         raise HybridcotError(f"{cfg.chunks}: no CoTs to score")
@@ -350,10 +374,20 @@ def run_importance(cfg: ImportanceConfig, generator: Generator | None = None) ->
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise HybridcotError(f"{cfg.chunks}: duplicate CoT id {dup[0]!r} sample {dup[1]!r}")
+    shard = parse_shard(cfg.shard)
+    if shard is not None:  # by problem id: all CoTs of a problem in one shard
+        keep = [in_shard(i[0], shard) for i in ids]
+        records = [r for r, k in zip(records, keep) if k]
+        ids = [i for i, k in zip(ids, keep) if k]
     _check_resume(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     path = out / "importance.jsonl"
+    if not records:  # an empty shard (few CoTs split many ways)
+        path.touch()
+        write_json(out / "stats.json", {"n_cots": 0, "shard": cfg.shard})
+        print(f"importance: shard {cfg.shard} holds no CoTs -> {out / 'stats.json'}")
+        return {"n_cots": 0, "shard": cfg.shard}
     done = {_key(r) for _, r in iter_jsonl(path, allow_torn_tail=True)} if path.exists() else set()
     todo = [r for r, i in zip(records, ids) if i not in done]
     if todo:
@@ -362,7 +396,7 @@ def run_importance(cfg: ImportanceConfig, generator: Generator | None = None) ->
             from hybridcot.generation import load_generator
 
             gen = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                                 threads=cfg.threads or None)
+                                 threads=cfg.threads or None, urls=cfg.urls or None, **sharing_kwargs(cfg))
         try:
             with JsonlAppender(path) as app:
                 for k in range(0, len(todo), cfg.chunk):
