@@ -186,3 +186,28 @@ def _json_default(o: Any):
     if isinstance(o, set):
         return sorted(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def swap_dir_into_place(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Rename the finished folder `tmp` to `out`. An existing `out` (folder, file or symlink) is moved
+    aside first and removed only once `tmp` is in place: deleting it first would leave, after a kill,
+    a half-deleted folder that may still hold the marker saying it is finished."""
+    import shutil
+    import time
+
+    tmp, out = Path(tmp), Path(out)
+    old = None
+    if out.exists() or out.is_symlink():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)

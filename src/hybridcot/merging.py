@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from hybridcot.config import field, save_config
-from hybridcot.io import HybridcotError, atomic_write, read_json, write_json, write_jsonl
+from hybridcot.io import HybridcotError, atomic_write, read_json, swap_dir_into_place, write_json, write_jsonl
 
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -505,22 +505,6 @@ def _check_output(out: Path, L: Checkpoint, S: Checkpoint) -> None:
                              "choose a new folder or remove it")
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename tmp to out; an existing out is moved aside first and removed only once tmp is in place."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_merge(long_dir: str | os.PathLike, short_dir: str | os.PathLike, output: str | os.PathLike,
                 alpha: float = DEFAULT_ALPHA, *, cfg: MergeConfig | None = None) -> dict:
     """Check, merge and write the checkpoint at `output` atomically; returns what merge.json holds."""
@@ -548,7 +532,7 @@ def write_merge(long_dir: str | os.PathLike, short_dir: str | os.PathLike, outpu
         if cfg is not None:
             save_config(cfg, tmp)
         write_json(tmp / "merge.json", info)
-        _swap_into_place(tmp, out)
+        swap_dir_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

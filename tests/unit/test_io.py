@@ -192,3 +192,41 @@ def test_appender_on_a_file_with_only_a_torn_line(tmp_path: Path) -> None:
     with JsonlAppender(f) as app:
         app.write({"id": 1})
     assert f.read_bytes() == b'{"id": 1}\n'
+
+
+def test_swap_dir_into_place_replaces_folders_files_and_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from hybridcot.io import swap_dir_into_place
+
+    def folder(name: str, text: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "f.txt").write_text(text)
+        return d
+
+    out = tmp_path / "out"
+    swap_dir_into_place(folder("t1", "one"), out)  # fresh
+    assert (out / "f.txt").read_text() == "one"
+    swap_dir_into_place(folder("t2", "two"), out)  # over a folder
+    assert (out / "f.txt").read_text() == "two"
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    swap_dir_into_place(folder("t3", "three"), link)  # over a symlink: the link goes, its target stays
+    assert not link.is_symlink() and (link / "f.txt").read_text() == "three" and (out / "f.txt").read_text() == "two"
+    # a failing rename puts the old folder back, whole
+    real = os.replace
+    calls = []
+
+    def flaky(a, b):
+        calls.append((a, b))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        swap_dir_into_place(folder("t4", "four"), out)
+    monkeypatch.setattr(os, "replace", real)
+    assert (out / "f.txt").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -55,7 +55,7 @@ import yaml
 from hybridcot.config import config_dict, field, save_config
 from hybridcot.data.world import PROMPT_SUFFIX
 from hybridcot.generation import SamplingConfig, load_generator, resolve_backend
-from hybridcot.io import HybridcotError, read_json, write_json
+from hybridcot.io import HybridcotError, read_json, swap_dir_into_place, write_json
 from hybridcot.longshort.collaborate import DialogueState, new_states, step_dialogues
 from hybridcot.longshort.protocol import LONG, ROLES, SHORT, messages_for
 from hybridcot.longshort.rewards import REWARDS
@@ -434,11 +434,7 @@ def publish(src: str | Path, dst: Path) -> None:
     tmp = dst.parent / f".{dst.name}.publish"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, copy_function=link)
-    if dst.is_symlink() or dst.is_file():
-        dst.unlink()
-    elif dst.exists():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
+    swap_dir_into_place(tmp, dst)
 
 
 def run_rl(cfg: RLConfig) -> dict:
