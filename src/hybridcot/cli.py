@@ -14,6 +14,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 
 # name -> (module, config class, function, one-line help)
 STAGES: dict[str, tuple[str, str, str, str]] = {
@@ -183,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
             shard = getattr(args, "shard", None)
             cfg = load_config(cfg_cls, args.config, args.overrides + ([f"html={html}"] if html else [])
                               + ([f"shard={shard}"] if shard else []))
+        t0 = time.time()
         with loading_policy(allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code):
-            fn(cfg)
+            result = fn(cfg)
+        if os.environ.get("HYBRIDCOT_QUIET") != "1":
+            from hybridcot.ui import stage_summary
+
+            stage_summary(args._stage, cfg, result, time.time() - t0)
     except HybridcotError as e:
         if debug:
             raise

@@ -235,7 +235,7 @@ def sft_trainer(model, tok, rows: list[dict], *, output_dir: str | Path, steps: 
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=warmup, weight_decay=0.0,
         logging_steps=max(1, (steps or 200) // 20), save_strategy="no", report_to="none", seed=seed,
         data_seed=seed, max_length=1024, completion_only_loss=True, dataloader_num_workers=0,
-        disable_tqdm=True, train_sampling_strategy="group_by_length", **flags,
+        disable_tqdm=not show_progress(), train_sampling_strategy="group_by_length", **flags,
     )
     args.update(sft_args)
     return SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=Dataset.from_list(rows),

@@ -157,3 +157,26 @@ def test_hybridcot_debug_env(toy_stage: None, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("HYBRIDCOT_DEBUG", "1")
     with pytest.raises(HybridcotError):
         cli.main(["toy", "fail=user"])
+
+
+def test_every_stage_ends_with_a_summary_of_time_figures_and_files(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HYBRIDCOT_QUIET", raising=False)
+    out = tmp_path / "p.jsonl"
+    assert cli.main(["world", "problems", f"output={out}", "n=7"]) == 0
+    err = capsys.readouterr().err
+    assert "hybridcot world problems: done in" in err and "p.jsonl" in err and ("KB" in err or " B)" in err)
+    # figures come from a dict result, nested ones prefixed; long strings and lists are left out
+    from rich.console import Console
+
+    from hybridcot.ui import stage_summary
+
+    con = Console(record=True, width=100)
+    stage_summary("eval", types.SimpleNamespace(output=str(tmp_path)), {"accuracy": 0.4567, "ids": [1, 2],
+                  "note": "x" * 200, "summary": {"mean_tokens": 12.5}}, 3.21, console=con)
+    text = con.export_text()
+    assert "done in 3.2 s" in text and "0.4567" in text and "summary.mean_tokens" in text and "12.5" in text
+    assert "ids" not in text and "xxxx" not in text and "p.jsonl" in text
+    monkeypatch.setenv("HYBRIDCOT_QUIET", "1")
+    assert cli.main(["world", "problems", f"output={tmp_path / 'q.jsonl'}", "n=3"]) == 0
+    assert "done in" not in capsys.readouterr().err
