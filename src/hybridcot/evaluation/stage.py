@@ -216,8 +216,9 @@ def progress(total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, unit="problem", disable=not sys.stderr.isatty())
 
 
-def load_run_problems(spec: str, limit: int | None) -> tuple[list, list[str]]:
-    """The problems of a resumable run (eval, collaborate) and their ids: none or a repeated id is an error."""
+def load_run_problems(spec: str, limit: int | None, shard: str | None = None) -> tuple[list, list[str]]:
+    """The problems of a resumable run (eval, collaborate) and their ids: none or a repeated id is an
+    error. With `shard` ("i/n") only that shard's problems (possibly none) are kept, after `limit`."""
     from hybridcot.data.problems import load_problems
 
     problems = load_problems(spec, limit=limit)
@@ -227,6 +228,10 @@ def load_run_problems(spec: str, limit: int | None) -> tuple[list, list[str]]:
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise HybridcotError(f"{spec}: duplicate problem id {dup!r}")
+    part = parse_shard(shard)
+    if part is not None:
+        keep = [in_shard(i, part) for i in ids]
+        problems, ids = [p for p, k in zip(problems, keep) if k], [i for i, k in zip(ids, keep) if k]
     return problems, ids
 
 
@@ -237,10 +242,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     t0 = time.time()
     out = shard_folder(cfg.output, cfg.shard)  # a shard writes to <output>/shard-i-of-n/
     out.mkdir(parents=True, exist_ok=True)
-    problems, ids = load_run_problems(cfg.problems, cfg.limit)
-    shard = parse_shard(cfg.shard)
-    if shard is not None:
-        problems, ids = [p for p, i in zip(problems, ids) if in_shard(i, shard)], [i for i in ids if in_shard(i, shard)]
+    problems, ids = load_run_problems(cfg.problems, cfg.limit, cfg.shard)
     _check_resume(cfg, out)
     save_config(cfg, out)
 
@@ -286,7 +288,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         "name": cfg.name,
         "model": cfg.model,
         "problems": cfg.problems,
-        **({"shard": cfg.shard} if shard is not None else {}),
+        **({"shard": cfg.shard} if cfg.shard else {}),
         "sampling": {"n": cfg.n, "temperature": cfg.temperature, "top_p": cfg.top_p,
                      "max_tokens": cfg.max_tokens, "seed": cfg.seed},
         **summarize(records, n_boot=cfg.n_boot, seed=cfg.seed),

@@ -40,7 +40,7 @@ from hybridcot.config import config_dict, field, save_config
 from hybridcot.generation import Generator, SamplingConfig, load_generator, resolve_backend
 from hybridcot.io import HybridcotError, JsonlAppender, write_json
 from hybridcot.longshort.protocol import LONG, SHORT, Turn, check_dialogue, dialogue_text, messages_for, parse
-from hybridcot.shards import SHARD_HELP, in_shard, parse_shard, shard_folder
+from hybridcot.shards import SHARD_HELP, parse_shard, shard_folder
 
 BACKENDS = ("auto", "hf", "vllm", "http")
 # Settings that change what dialogues.jsonl holds: a resumed run must match them.
@@ -341,10 +341,7 @@ def run_collaborate(cfg: CollaborateConfig) -> dict:
     t0 = time.time()
     out = shard_folder(cfg.output, cfg.shard)  # a shard writes to <output>/shard-i-of-n/
     out.mkdir(parents=True, exist_ok=True)
-    problems, ids = load_run_problems(cfg.problems, cfg.limit)
-    shard = parse_shard(cfg.shard)
-    if shard is not None:
-        problems, ids = [p for p, i in zip(problems, ids) if in_shard(i, shard)], [i for i in ids if in_shard(i, shard)]
+    problems, ids = load_run_problems(cfg.problems, cfg.limit, cfg.shard)
     _check_resume(cfg, out)
     save_config(cfg, out)
     path = out / "dialogues.jsonl"
