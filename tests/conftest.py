@@ -29,6 +29,16 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(int(threads))
 
 
+def load_bench(name: str):
+    """bench/<name>.py imported as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def world_texts(n_problems: int = 300, seed: int = 0) -> list[str]:
     """Prompts, long and short solutions of `n_problems` world problems: the tokenizer's corpus."""
     from hybridcot.data.world import generate_problems, long_text, user_prompt, write_long, write_short

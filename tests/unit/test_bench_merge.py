@@ -3,7 +3,6 @@ merge it measures on pieces smaller than a tensor (what real sizes exercise and 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import load_bench
 from hybridcot import merging
 from hybridcot.io import HybridcotError
 
@@ -22,10 +22,7 @@ SCRIPT = REPO / "bench" / "merge.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_merge", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("merge")
 
 
 def test_synthetic_checkpoint_is_a_sharded_qwen2_the_merge_accepts(tmp_path: Path, world_tokenizer_dir: Path) -> None:

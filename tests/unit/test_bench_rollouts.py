@@ -3,7 +3,6 @@ shared), the comparison it reports, and importance's share_prefix switch (no tim
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_bench
 from hybridcot.data.world import generate_problems, write_long
 from hybridcot.io import write_jsonl
 from hybridcot.longshort.importance import ImportanceConfig, sharing_kwargs
@@ -22,10 +22,7 @@ SCRIPT = REPO / "bench" / "rollouts.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_rollouts", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("rollouts")
 
 
 def test_share_prefix_switch_maps_to_each_backend(monkeypatch: pytest.MonkeyPatch) -> None:
