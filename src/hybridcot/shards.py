@@ -32,9 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
-
-from hybridcot.config import field, save_config
+from hybridcot.config import field, read_yaml_mapping, save_config
 from hybridcot.io import HybridcotError, iter_jsonl, write_jsonl
 
 # Config keys that say where / how a shard ran, not what it holds: they may differ between shards.
@@ -127,13 +125,7 @@ class _Part:
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise HybridcotError(f"{path}: not found; was this shard started?")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        raise HybridcotError(f"{path}: invalid YAML") from None
-    if not isinstance(data, dict):
-        raise HybridcotError(f"{path}: expected a mapping")
-    return data
+    return read_yaml_mapping(path, "shard config")
 
 
 def _data_name(stage: str) -> str:
@@ -168,12 +160,14 @@ def _find_parts(output: Path, stage: str) -> tuple[str, list[_Part]]:
         first = found[0]
         if (first / "sample_config.yaml").is_file():
             stage = "sample"
-        elif (first / "dialogues.jsonl").exists() or "long_model" in _read_yaml(first / "config.yaml"):
-            stage = "collaborate"
-        elif (first / "importance.jsonl").exists() or "chunks" in _read_yaml(first / "config.yaml"):
-            stage = "importance"
         else:
-            stage = "eval"
+            keys = _read_yaml(first / "config.yaml")
+            if (first / "dialogues.jsonl").exists() or "long_model" in keys:
+                stage = "collaborate"
+            elif (first / "importance.jsonl").exists() or "chunks" in keys:
+                stage = "importance"
+            else:
+                stage = "eval"
     parts = []
     for s, p in sorted(zip(shards, found)):
         if stage == "generate":
