@@ -12,7 +12,6 @@ import contextlib
 import math
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -107,11 +106,12 @@ def cpu_threads() -> int:
 
 
 def save_checkpoint(model, tokenizer, out_dir: str | Path, metadata: dict | None = None,
-                    write_extra: Callable[[Path], None] | None = None) -> Path:
+                    write_extra: Callable[[Path], None] | None = None, state_dict: dict | None = None) -> Path:
     """Save model + tokenizer to `out_dir` atomically (written in a temp dir beside it, then renamed).
 
     `metadata` becomes `hybridcot.json`; `write_extra(tmp_dir)` may add files (logs, config) so they
-    appear together with the weights or not at all.
+    appear together with the weights or not at all. `state_dict`: the weights to write instead of
+    the model's own (the full weights gathered from every process under ZeRO-3/FSDP).
     """
     import json
 
@@ -119,7 +119,10 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, metadata: dict | None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if state_dict is not None:
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if write_extra is not None:
             write_extra(tmp)
@@ -131,6 +134,33 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, metadata: dict | None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def save_trained(trainer, tokenizer, out_dir: str | Path, metadata: dict | None = None,
+                 write_extra: Callable[[Path], None] | None = None, cleanup: Path | None = None) -> Path:
+    """A TRL trainer's model saved by `save_checkpoint`, once, however many processes train it.
+
+    Under `accelerate launch` every process reaches this point: the weights are gathered from all of
+    them (`accelerator.get_state_dict`, a collective call, whole tensors under ZeRO-3/FSDP), only the
+    main process writes and renames the folder (and removes `cleanup`, the TRL checkpoints), and the
+    others wait until it is in place. Measured before: with 2 processes each renamed its own
+    temp folder onto the output and half the runs ended with a folder without weights.
+    """
+    acc = getattr(trainer, "accelerator", None)
+    if acc is None or acc.num_processes == 1:
+        model = acc.unwrap_model(trainer.model) if acc is not None else trainer.model
+        save_checkpoint(model, tokenizer, out_dir, metadata, write_extra=write_extra)
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        return Path(out_dir)
+    state = acc.get_state_dict(trainer.model)
+    if acc.is_main_process:
+        save_checkpoint(acc.unwrap_model(trainer.model), tokenizer, out_dir, metadata, write_extra=write_extra,
+                        state_dict=state)
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+    acc.wait_for_everyone()
+    return Path(out_dir)
 
 
 def check_finite(history: LossHistory, what: str) -> None:
@@ -158,8 +188,10 @@ def device_flags(use_cpu: bool | None = None, bf16: bool | None = None) -> dict[
 
 
 def show_progress() -> bool:
-    """Progress bars only on a terminal (logs and CI output stay clean)."""
-    return sys.stderr.isatty()
+    """Progress bars only on a terminal and without HYBRIDCOT_QUIET=1 (`ui.progress_enabled`)."""
+    from hybridcot.ui import progress_enabled
+
+    return progress_enabled()
 
 
 def trl_dir(output: str | Path) -> Path:

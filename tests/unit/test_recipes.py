@@ -109,7 +109,7 @@ def test_accelerate_configs_load_in_accelerate(path: Path) -> None:
     cfg = load_config_from_file(str(path))  # accelerate's own loader: unknown keys raise
     assert cfg.num_processes == data["num_processes"]
     if data["distributed_type"] == "DEEPSPEED":
-        assert cfg.deepspeed_config["zero_stage"] == 3
+        assert cfg.deepspeed_config["zero_stage"] in (2, 3)
 
 
 def test_recipes_name_existing_accelerate_configs() -> None:

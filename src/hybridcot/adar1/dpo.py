@@ -137,7 +137,8 @@ def load_rows(path: str | Path, columns: tuple[str, ...], default_name: str) -> 
 
 def trainer_args(cfg: Any, output_dir: Path) -> dict:
     """TrainingArguments shared by the dpo and sft stages, from a stage config."""
-    from hybridcot.training import device_flags, show_progress
+    from hybridcot.training import device_flags
+    from hybridcot.ui import progress_enabled
 
     return dict(
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
@@ -146,7 +147,7 @@ def trainer_args(cfg: Any, output_dir: Path) -> dict:
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, report_to="none",
-        dataloader_num_workers=0, disable_tqdm=not show_progress(),
+        dataloader_num_workers=0, disable_tqdm=not progress_enabled(),
         gradient_checkpointing=cfg.gradient_checkpointing, **device_flags(cfg.use_cpu, cfg.bf16),
     )
 
@@ -177,7 +178,7 @@ def prepare_resume(cfg: Any, stage: str) -> tuple[bool, str | None]:
 
 def finish(cfg: Any, stage: str, trainer: Any, tok: Any, hist: Any, n_rows: int, t0: float) -> dict:
     """Save the trained model with train_log.json, config.yaml and hybridcot.json; drop `<output>.trl/`."""
-    from hybridcot.training import check_finite, save_checkpoint, trl_dir
+    from hybridcot.training import check_finite, save_trained, trl_dir
 
     check_finite(hist, f"{stage} {cfg.output}")
     log = hist.log_history or hist.logs
@@ -192,9 +193,7 @@ def finish(cfg: Any, stage: str, trainer: Any, tok: Any, hist: Any, n_rows: int,
                                             "summary": summary})
         save_config(cfg, tmp)
 
-    model = trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
-    save_checkpoint(model, tok, cfg.output, meta, write_extra=extra)
-    shutil.rmtree(trl_dir(cfg.output), ignore_errors=True)
+    save_trained(trainer, tok, cfg.output, meta, write_extra=extra, cleanup=trl_dir(cfg.output))
     return meta
 
 

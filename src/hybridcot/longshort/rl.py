@@ -286,7 +286,8 @@ class RLConfig:
     loss_type: str = field("dapo", help="TRL GRPO loss aggregation (grpo | dapo | dr_grpo | bnpo | ...; TRL: dapo)")
     rewards: dict = field({"correctness": 1.0, "format": 1.0, "length": 1.0},
                           help=f"reward name -> weight, names from {sorted(REWARDS)} (paper: 1 / 1 / 1)")
-    partner_backend: str = field("auto", help="generation backend of the frozen partner: auto | hf | vllm")
+    partner_backend: str = field("auto", help="generation backend of the frozen partner: auto | hf | vllm | http "
+                                                 "(http: servers from $HYBRIDCOT_HTTP_URLS)")
     partner_dtype: str = field("float32", help="the partner's dtype (float32 | bfloat16 | float16 | auto)")
     partner_gpu_memory_utilization: float = field(0.3, help="vLLM partner on a GPU: its share of GPU memory")
     seed: int = field(0, help="seed for data order, sampling and the partner's sampling")
@@ -345,7 +346,8 @@ def train_round(cfg: RLConfig, index: int, role: str, start: str, partner: str,
     from trl import GRPOConfig, GRPOTrainer
 
     from hybridcot.adar1.dpo import load_model, prepare_resume
-    from hybridcot.training import LossHistory, check_finite, device_flags, save_checkpoint, show_progress, trl_dir
+    from hybridcot.training import LossHistory, check_finite, device_flags, save_trained, trl_dir
+    from hybridcot.ui import progress_enabled
 
     t0 = time.time()
     out = round_dir(cfg.output, index, role)
@@ -359,7 +361,8 @@ def train_round(cfg: RLConfig, index: int, role: str, start: str, partner: str,
     kw: dict[str, Any] = {}
     if resolve_backend(cfg.partner_backend) == "vllm":
         kw["gpu_memory_utilization"] = cfg.partner_gpu_memory_utilization
-    partner_gen = load_generator(partner, backend=cfg.partner_backend, dtype=cfg.partner_dtype, **kw)
+    # progress=False: TRL's per-step bar, not one per partner turn inside it
+    partner_gen = load_generator(partner, backend=cfg.partner_backend, dtype=cfg.partner_dtype, progress=False, **kw)
     names = list(cfg.rewards)
     own_cap = cfg.long_max_tokens if role == LONG else cfg.short_max_tokens
     args = GRPOConfig(
@@ -370,7 +373,7 @@ def train_round(cfg: RLConfig, index: int, role: str, start: str, partner: str,
         reward_weights=[cfg.rewards[n] for n in names], max_completion_length=own_cap * ((cfg.max_turns + 1) // 2),
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        dataloader_num_workers=0, disable_tqdm=not show_progress(), gradient_checkpointing=cfg.gradient_checkpointing,
+        dataloader_num_workers=0, disable_tqdm=not progress_enabled(), gradient_checkpointing=cfg.gradient_checkpointing,
         **device_flags(cfg.use_cpu, cfg.bf16))
     fn = make_rollout_func(partner_gen, role, max_turns=cfg.max_turns, long_max_tokens=cfg.long_max_tokens,
                            short_max_tokens=cfg.short_max_tokens, temperature=cfg.temperature, seed=cfg.seed)
@@ -400,8 +403,7 @@ def train_round(cfg: RLConfig, index: int, role: str, start: str, partner: str,
                                             "summary": next((e for e in reversed(log) if "train_runtime" in e), {})})
         save_config(cfg, tmp)
 
-    save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), tok, out, meta, write_extra=extra)
-    shutil.rmtree(trl_dir(out), ignore_errors=True)
+    save_trained(trainer, tok, out, meta, write_extra=extra, cleanup=trl_dir(out))
     reward = meta["final_reward"]
     print(f"rl: round {index} ({role}) {meta['steps']} steps, last reward "
           f"{'n/a' if reward is None else f'{reward:.3f}'} in {meta['seconds']:.0f}s -> {out}")
