@@ -146,7 +146,9 @@ def _shard_flag(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from hybridcot.io import HybridcotError
+    from hybridcot.ui import sync_library_progress
 
+    sync_library_progress()  # before any stage imports transformers / datasets: their bars follow our rule
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = _shard_flag(argv)
     parser = build_parser()

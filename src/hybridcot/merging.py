@@ -33,6 +33,7 @@ import yaml
 
 from hybridcot.config import field, save_config
 from hybridcot.io import HybridcotError, atomic_write, read_json, swap_dir_into_place, write_json, write_jsonl
+from hybridcot.ui import progress, progress_write
 
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -387,6 +388,15 @@ def _read_header(path: Path) -> tuple[int, dict, dict]:
         raise HybridcotError(f"{path}: unreadable safetensors header ({e})") from None
 
 
+def _tensor_bytes(ck: Checkpoint) -> int:
+    """The bytes of every tensor of a checkpoint, from its shards' headers."""
+    total = 0
+    for shard, names in ck.shards().items():
+        _, offs, _ = _read_header(ck.path / shard)
+        total += sum(offs[n][1] - offs[n][0] for n in names if n in offs)
+    return total
+
+
 def _pread(fd: int, view: memoryview, offset: int, path: Path) -> None:
     """Fill `view` from `fd` at `offset` (no mmap: the page cache is not charged to this process)."""
     done = 0
@@ -452,6 +462,9 @@ def _stream(L: Checkpoint, S: Checkpoint, alpha: float, out_dir: Path) -> int:
         a.copy_(wa.add_(wb))  # rounds back to the source dtype, as interpolate() does
 
     total, weight_map = 0, {}
+    # Bytes merged (rate and time left for multi-GB models); off unless ui.progress_enabled().
+    bar = progress(total=_tensor_bytes(L), desc="merge", unit="B", unit_scale=True,
+                   unit_divisor=1024, mininterval=0.5)
     try:
         for shard, names in L.shards().items():
             _, _, meta = headers.get(L.path / shard) or _read_header(L.path / shard)
@@ -478,9 +491,11 @@ def _stream(L: Checkpoint, S: Checkpoint, alpha: float, out_dir: Path) -> int:
                         _pread(fb, view_b[:n], ob + k, pb)
                         merge_piece(dtype, n, name)
                         _write_all(out, view_a[:n])
+                        bar.update(n)
             total += offset
             weight_map.update(dict.fromkeys(names, shard))
     finally:
+        bar.close()
         for fd in fds.values():
             os.close(fd)
     if L.sharded:
@@ -558,7 +573,8 @@ def run_sweep(cfg: MergeConfig, L: Checkpoint, S: Checkpoint) -> tuple[dict, lis
         raise HybridcotError(f"{cfg.sweep_problems}: no problems for the alpha sweep")
     sd_l, sd_s = load_weights(L), load_weights(S)
     model = load_causal_lm(L.path, dtype=DTYPES[cfg.dtype])
-    gen = HFGenerator(L.path, batch_size=cfg.batch_size, model=model, tokenizer=load_tokenizer(L.path))
+    gen = HFGenerator(L.path, batch_size=cfg.batch_size, model=model, tokenizer=load_tokenizer(L.path),
+                      progress=False)  # the sweep's own bar below, not one per generate call
     targets = gen.model.state_dict()  # shares storage with the parameters: copy_ updates the model
     bad = [n for n in sd_l if n not in targets or targets[n].shape != sd_l[n].shape]
     loaded = {targets[n].data_ptr() for n in sd_l if n not in bad}
@@ -568,21 +584,27 @@ def run_sweep(cfg: MergeConfig, L: Checkpoint, S: Checkpoint) -> tuple[dict, lis
     params = SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.max_tokens, seed=cfg.seed)
     entries, records = [], []
     print(f"{'alpha':>6} {'accuracy':>9} {'95% CI':>16} {'mean tokens':>12}")
+    # One bar over every (α, problem) evaluation, the α being evaluated in its postfix.
+    bar = progress(total=len(cfg.alpha_sweep) * len(problems), desc="alpha sweep", unit="problem")
     try:
         for a in cfg.alpha_sweep:
             t0 = time.time()
+            bar.set_postfix_str(f"α={a:g}", refresh=False)
             with torch.no_grad():
                 for name, tl in sd_l.items():
                     targets[name].copy_(interpolate(tl, sd_s[name], a, name))
-            recs = generate_records(gen, problems, params, batch_size=cfg.batch_size, extra={"alpha": a})
+            recs = generate_records(gen, problems, params, batch_size=cfg.batch_size, extra={"alpha": a},
+                                    progress=bar)
             m = summarize(recs, seed=cfg.seed)
             entries.append({"alpha": a, **{k: m[k] for k in ("accuracy", "accuracy_ci", "mean_tokens", "mean_chars",
                                                               "thinking_ratio", "truncated", "per_level")},
                             "seconds": time.time() - t0})
             records += recs
             ci = m["accuracy_ci"]
-            print(f"{a:>6.2f} {m['accuracy']:>9.3f} {f'[{ci[0]:.3f}, {ci[1]:.3f}]':>16} {m['mean_tokens']:>12.1f}")
+            progress_write(f"{a:>6.2f} {m['accuracy']:>9.3f} {f'[{ci[0]:.3f}, {ci[1]:.3f}]':>16} "
+                           f"{m['mean_tokens']:>12.1f}")
     finally:
+        bar.close()
         gen.close()
     return {"long": str(L.path.resolve()), "short": str(S.path.resolve()), "problems": cfg.sweep_problems,
             "n_problems": len(problems), "max_tokens": cfg.max_tokens, "dtype": cfg.dtype, "backend": "hf",

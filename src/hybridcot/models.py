@@ -149,10 +149,13 @@ def load_causal_lm(path: str | os.PathLike, **kw):
     allowed, `trust_remote_code` off unless asked; one line on failure."""
     from transformers import AutoModelForCausalLM
 
+    from hybridcot.ui import library_bars_follow_rule
+
     p = check_checkpoint(path)
     try:
-        return AutoModelForCausalLM.from_pretrained(p, use_safetensors=True if not allow_pickle() else None,
-                                                    trust_remote_code=trust_remote_code(), **kw)
+        with library_bars_follow_rule():  # no "Loading weights" bar into a log
+            return AutoModelForCausalLM.from_pretrained(p, use_safetensors=True if not allow_pickle() else None,
+                                                        trust_remote_code=trust_remote_code(), **kw)
     except (OSError, ValueError) as e:
         raise _load_error(p, "model", e) from e
 

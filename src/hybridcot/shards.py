@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 from hybridcot.config import field, read_yaml_mapping, save_config
 from hybridcot.io import HybridcotError, iter_jsonl, write_jsonl
+from hybridcot.ui import progress
 
 # Config keys that say where / how a shard ran, not what it holds: they may differ between shards.
 DEPLOYMENT_KEYS = ("shard", "output", "backend", "urls", "short_urls", "threads", "batch_size", "chunk",
@@ -229,7 +230,7 @@ def merge_records(stage: str, parts: list[_Part], keys: list[Any], per_key: int 
     expected = set(keys)
     where: dict[Any, Shard] = {}
     groups: dict[Any, dict[int, dict]] = {}
-    for part in parts:
+    for part in progress(parts, desc=f"merge-shards {stage}", unit="shard"):
         if not part.data.exists():
             raise HybridcotError(f"{part.data}: not found; run shard {part.shard} (it resumes) before merging")
         for line, rec in iter_jsonl(part.data, allow_torn_tail=True):

@@ -45,6 +45,7 @@ from hybridcot.config import field, save_config
 from hybridcot.io import HybridcotError, iter_jsonl, write_json, write_jsonl
 
 INCLUDE = ("both", "group", "instance")
+GRADE_CHUNK = 256  # ungraded samples per grader call (and per progress update)
 Pair = tuple["Response", "Response"]
 
 
@@ -132,11 +133,16 @@ def load_samples(path: str | Path, answers: Mapping[str, str] | None = None, *,
             raise HybridcotError(f"{raw[pid][j]['where']}: field 'correct' is missing and problem {missing!r} "
                                  "has no gold answer to grade it with")
         from hybridcot.evaluation.stage import grade_responses
+        from hybridcot.ui import progress
 
-        results = grade_responses([raw[p][k]["text"] for p, k in pending], [answers[p] for p, _ in pending],
-                                  timeout=grade_timeout)
-        for (p, k), res in zip(pending, results):
-            raw[p][k]["correct"] = bool(res.correct)
+        with progress(total=len(pending), desc=f"grade {path.parent.name}/{path.name}", unit="sample") as bar:
+            for i in range(0, len(pending), GRADE_CHUNK):
+                part = pending[i:i + GRADE_CHUNK]
+                results = grade_responses([raw[p][k]["text"] for p, k in part], [answers[p] for p, _ in part],
+                                          timeout=grade_timeout)
+                for (p, k), res in zip(part, results):
+                    raw[p][k]["correct"] = bool(res.correct)
+                bar.update(len(part))
     return {pid: [Response(sample=j, text=r["text"], n_tokens=r["n_tokens"], correct=r["correct"],
                            level=r["level"]) for j, r in sorted(g.items())] for pid, g in raw.items()}
 

@@ -14,7 +14,6 @@ Other stages reuse the pieces: `score_samples` turns generator output into grade
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -210,10 +209,10 @@ def _check_resume(cfg: EvalConfig, out: Path) -> None:
 
 
 def progress(total: int, initial: int, desc: str):
-    """A per-problem progress bar (rate, time left), quiet when stderr is not a terminal."""
-    from tqdm.auto import tqdm
+    """A per-problem progress bar (rate, time left); off unless `hybridcot.ui.progress_enabled()`."""
+    from hybridcot.ui import progress as bar
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="problem", disable=not sys.stderr.isatty())
+    return bar(total=total, initial=initial, desc=desc, unit="problem")
 
 
 def load_run_problems(spec: str, limit: int | None, shard: str | None = None) -> tuple[list, list[str]]:
@@ -263,7 +262,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     if todo:
         from hybridcot.generation import load_generator
 
-        generator = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype, urls=cfg.urls or None)
+        generator = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype, urls=cfg.urls or None,
+                                   progress=False)  # the per-problem bar below, not one per generate call
         t1 = time.time()
         try:
             with JsonlAppender(samples_path) as app, progress(len(problems), len(problems) - len(todo),

@@ -24,7 +24,6 @@ stop string, as vLLM does.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -40,6 +39,7 @@ from transformers import (
 from hybridcot.generation.base import Generator, Sample, SamplingConfig, expand_rows, truncate_at_stop
 from hybridcot.io import HybridcotError
 from hybridcot.models import load_causal_lm, load_tokenizer
+from hybridcot.ui import progress_enabled
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
@@ -116,7 +116,7 @@ class HFGenerator(Generator):
         self.batch_size = batch_size
         self.share_prefix = share_prefix
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = progress_enabled() if progress is None else progress
         if model is None:  # safetensors only, no remote code unless asked (hybridcot.models)
             model = load_causal_lm(self.model_path, dtype=DTYPES[dtype])
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.model_path)

@@ -47,6 +47,7 @@ from typing import Any
 
 from hybridcot.generation.base import Generator, Sample, SamplingConfig, expand_rows, truncate_at_stop
 from hybridcot.io import HybridcotError
+from hybridcot.ui import progress_enabled
 
 URLS_ENV = "HYBRIDCOT_HTTP_URLS"
 API_KEY_ENV = "HYBRIDCOT_HTTP_API_KEY"
@@ -125,7 +126,7 @@ class HTTPGenerator(Generator):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = progress_enabled() if progress is None else progress
         self.dtype = dtype
         self._lock = threading.Lock()
         self._rr = 0

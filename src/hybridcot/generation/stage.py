@@ -25,6 +25,7 @@ from hybridcot.data.world import PROMPT_SUFFIX
 from hybridcot.generation.base import BACKENDS, SamplingConfig, chat_prompt, load_generator
 from hybridcot.io import HybridcotError, JsonlAppender, iter_jsonl
 from hybridcot.shards import in_shard, parse_shard, shard_file
+from hybridcot.ui import progress
 
 # Fields that change what is sampled: a resumed run must agree on them.
 SAMPLE_KEYS = ("model", "problems", "n", "temperature", "top_p", "max_tokens", "seed", "stop", "system", "suffix",
@@ -118,15 +119,18 @@ def run_generate(cfg: GenerateConfig) -> Path:
         print(f"generate: all {len(problems)} problems already in {output}")
         return output
     params = cfg.sampling()
+    # One bar per problem (resumed ones shown as done), none per generate call under it.
     with load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                        threads=cfg.threads or None, urls=cfg.urls or None) as gen, \
-            JsonlAppender(output) as out:
+                        threads=cfg.threads or None, urls=cfg.urls or None, progress=False) as gen, \
+            JsonlAppender(output) as out, \
+            progress(total=len(problems), initial=len(problems) - len(todo), desc="generate", unit="problem") as bar:
         save_config(cfg, output.parent, name=config_path(output).name)  # once the model has loaded
         for k in range(0, len(todo), cfg.chunk):
             part = todo[k:k + cfg.chunk]
             results = gen.generate([chat_prompt(p.problem, cfg.suffix, cfg.system) for p in part], params)
             for p, samples in zip(part, results):
                 out.write({"id": p.id, "model": cfg.model, "samples": [s.to_record() for s in samples]})
+            bar.update(len(part))
     print(f"generate: {len(todo)} problems sampled ({len(done)} were done) -> {output}")
     return output
 

@@ -40,6 +40,7 @@ from typing import Any
 
 from hybridcot.config import field, save_config
 from hybridcot.io import HybridcotError, JsonlAppender, iter_jsonl, read_jsonl, write_json, write_jsonl
+from hybridcot.ui import progress
 
 # Openers of a new thought in R1-style CoTs: reflection ("Wait", "Hmm", "But", "Actually"), checks,
 # alternatives, sequencing ("First", "Next", "Then", "Finally") and conclusions. Plain "So"/"Now" are
@@ -398,7 +399,8 @@ def run_chunk(cfg: ChunkConfig, complete: Complete | None = None) -> dict:
     path = out / "chunks.jsonl"
     if cfg.method == "rules":
         records = [chunk_record(r, s, chunk_rules(s, **rules), "rules", None)
-                   for r in cots for s in [split_steps(r["text"])]]
+                   for r in progress(cots, desc="chunk", unit="cot", mininterval=0.5)
+                   for s in [split_steps(r["text"])]]
         write_jsonl(path, records)
     else:
         done = {_key(r) for r in read_jsonl(path, allow_torn_tail=True)} if path.exists() else set()
@@ -407,11 +409,12 @@ def run_chunk(cfg: ChunkConfig, complete: Complete | None = None) -> dict:
         if todo and call is None:
             from hybridcot.generation import SamplingConfig, load_generator
 
-            gen = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype)
+            gen = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype, progress=False)
             call = generator_complete(gen, SamplingConfig(temperature=cfg.llm_temperature,
                                                           max_tokens=cfg.llm_max_tokens))
-        try:
-            with JsonlAppender(path) as app:
+        try:  # one bar per CoT (resumed ones shown as done), none per generate call or retry
+            with JsonlAppender(path) as app, progress(total=len(cots), initial=len(cots) - len(todo),
+                                                      desc="chunk (llm)", unit="cot") as bar:
                 for i in range(0, len(todo), cfg.batch_size):
                     batch = todo[i:i + cfg.batch_size]
                     steps = [split_steps(r["text"]) for r in batch]
@@ -419,6 +422,7 @@ def run_chunk(cfg: ChunkConfig, complete: Complete | None = None) -> dict:
                                               retries=cfg.llm_retries, **rules)
                     for r, s, (th, method, reason) in zip(batch, steps, results):
                         app.write(chunk_record(r, s, th, method, reason))
+                    bar.update(len(batch))
         finally:
             if gen is not None:
                 gen.close()

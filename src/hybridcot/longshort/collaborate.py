@@ -317,7 +317,8 @@ def _check_resume(cfg: CollaborateConfig, out: Path) -> None:
 def _open_generators(cfg: CollaborateConfig) -> tuple[Generator, Generator]:
     """Load both thinkers; one generator serves both roles when they are the same folder."""
     same = Path(cfg.long_model).resolve() == Path(cfg.short_model).resolve()
-    kw: dict[str, Any] = {"threads": cfg.threads or None}
+    # progress=False: the stage's per-problem bar, not one per turn's generate call
+    kw: dict[str, Any] = {"threads": cfg.threads or None, "progress": False}
     if resolve_backend(cfg.backend) == "vllm":
         kw["gpu_memory_utilization"] = cfg.gpu_memory_utilization / (1 if same else 2)
     http = resolve_backend(cfg.backend) == "http"

@@ -59,6 +59,7 @@ from hybridcot.generation.base import (
 )
 from hybridcot.io import HybridcotError, JsonlAppender, iter_jsonl, read_jsonl, write_json
 from hybridcot.shards import SHARD_HELP, in_shard, parse_shard, shard_folder
+from hybridcot.ui import progress
 
 PROMPT_STYLES = ("finish", "continue")
 # Settings that change what importance.jsonl holds: a resumed run must match them.
@@ -396,12 +397,19 @@ def run_importance(cfg: ImportanceConfig, generator: Generator | None = None) ->
             from hybridcot.generation import load_generator
 
             gen = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                                 threads=cfg.threads or None, urls=cfg.urls or None, **sharing_kwargs(cfg))
-        try:
-            with JsonlAppender(path) as app:
+                                 threads=cfg.threads or None, urls=cfg.urls or None, progress=False,
+                                 **sharing_kwargs(cfg))
+        try:  # one bar per CoT (resumed ones shown as done), none per generate call
+            with JsonlAppender(path) as app, progress(total=len(records), initial=len(records) - len(todo),
+                                                      desc="importance", unit="cot") as bar:
+                rollouts = 0
                 for k in range(0, len(todo), cfg.chunk):
-                    for rec in score_cots(todo[k:k + cfg.chunk], gen, cfg):
+                    part = todo[k:k + cfg.chunk]
+                    for rec in score_cots(part, gen, cfg):
                         app.write(rec)
+                        rollouts += rec["cost"]["rollouts"]
+                    bar.set_postfix(rollouts=rollouts, refresh=False)
+                    bar.update(len(part))
         finally:
             if generator is None:
                 gen.close()
