@@ -136,7 +136,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cots", type=int, default=20, help="long CoTs to score (the world's first kept ones)")
     ap.add_argument("--n", type=int, default=8, help="rollouts per thought prefix (N)")
-    ap.add_argument("--max-tokens", type=int, default=64, help="maximum tokens per rollout (the tiny recipe's)")
+    ap.add_argument("--max-tokens", type=int, default=96, help="maximum tokens per rollout (the tiny recipe's)")
     ap.add_argument("--batch-size", type=int, default=64, help="hf rows per forward (a multiple of N)")
     ap.add_argument("--backends", default="hf,vllm", help="comma list of hf, vllm (vllm skipped if not importable)")
     ap.add_argument("--repeats", type=int, default=2, help="runs per backend and mode (order alternates); median")

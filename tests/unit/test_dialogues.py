@@ -28,7 +28,7 @@ from hybridcot.longshort.dialogues import (
 )
 from hybridcot.longshort.protocol import LONG, SHORT, Turn, check_dialogue, dialogue_text, messages_for, parse, render
 
-_CHAIN = re.compile(r"(\d+)((?:[+-]\d+)+)=(\d+)\.")
+_STEP = re.compile(r"(?<![\d=])(\d+)([+-])(\d+)=(\d+)")
 
 
 def _world(n: int = 30, seed: int = 4) -> list[tuple[W.WorldProblem, list[W.Thought]]]:
@@ -43,19 +43,16 @@ def _problem_ops(p: W.WorldProblem) -> Counter:
 
 
 def _turn_ops(turns: list[Turn]) -> Counter:
-    """Operations done in the dialogue: "so a+b=c." in Long turns, chains "a+b-c=d." in Short turns."""
+    """Operations done in the dialogue: "so a+b=c." in Long turns, running totals "a+b=c, c-d=e." in Short turns."""
     ops: Counter = Counter()
     for t in turns:
         if t.role == LONG:
             ops.update(world_ops(t.text))
             continue
-        for start, rest, end in _CHAIN.findall(t.text):
-            total = int(start)
-            for op, x in re.findall(r"([+-])(\d+)", rest):
-                new = total + int(x) if op == "+" else total - int(x)
-                ops[(total, op, int(x), new)] += 1
-                total = new
-            assert total == int(end)
+        for a, op, b, c in _STEP.findall(t.text):
+            a, b, c = int(a), int(b), int(c)
+            assert c == (a + b if op == "+" else a - b), t.text
+            ops[(a, op, b, c)] += 1
     return ops
 
 
@@ -90,7 +87,7 @@ def test_short_turns_carry_the_unimportant_operations() -> None:
     assert [t.kind for t in thoughts] == ["plan", "step", "step", "step", "final"]
     turns, info = _check(p, thoughts, [1.0, 1.0, -1.0, -1.0, -1.0])
     assert [(t.role, t.final) for t in turns] == [(LONG, False), (SHORT, True)]
-    assert turns[1].text == "2+9+5=16. The answer is \\boxed{16}."
+    assert turns[1].text == "2+9=11, 11+5=16. The answer is \\boxed{16}."
     assert turns[1].text.startswith(W.write_short_span(p, 1, 3))
     assert not info["forced_first"] and not info["final_appended"]
     turns, info = _check(p, thoughts, [-1.0, -1.0, 1.0, -1.0, 1.0])  # plan forced; last thought Long
@@ -127,7 +124,7 @@ def test_tau_moves_the_threshold() -> None:
 
 def test_world_helpers() -> None:
     assert world_ops("Next, 12-3: 2-3 borrow 9, 1-0-1=0, so 12-3=9. Now we have 9+4.") == [(12, "-", 3, 9)]
-    assert chain_text([(12, "-", 3, 9), (9, "+", 4, 13), (7, "+", 1, 8)]) == "12-3+4=13. 7+1=8."
+    assert chain_text([(12, "-", 3, 9), (9, "+", 4, 13), (7, "+", 1, 8)]) == "12-3=9, 9+4=13. 7+1=8."
     assert world_writer(["Let me double-check 5+2: 5+2=7. Yes, 7."], {"answer": "9"}, False) == ""
     assert world_writer([], {"answer": "9"}, True) == "The answer is \\boxed{9}."
     assert not is_world_thought("Let us factor the polynomial.")

@@ -29,6 +29,7 @@ from hybridcot.data.world import (
     user_prompt,
     write_long,
     write_short,
+    write_short_from,
     write_short_span,
 )
 
@@ -293,6 +294,29 @@ def test_rewrite_ends_each_step_with_what_is_left() -> None:
         assert sum("Now we have" in t.text for t in b) == len(p.ops) - 1
 
 
+@SETTINGS
+@given(st.integers(0, 10**6), st.sampled_from(sorted(LEVELS)), st.integers(0, 2**32))
+def test_tags_name_each_term_and_each_step_finds_its_term(pseed: int, level: int, seed: int) -> None:
+    from hybridcot.data.world import TAGS
+    from hybridcot.longshort.dialogues import world_ops
+
+    p = make_problem(random.Random(pseed), level, "p")
+    plain = write_long(p, random.Random(seed), WriterConfig())
+    tagged = write_long(p, random.Random(seed), WriterConfig(tags=True))
+    # the same thoughts, marks and operations: tags only change the wording
+    assert [(t.kind, t.redundant) for t in plain] == [(t.kind, t.redundant) for t in tagged]
+    assert world_ops(long_text(plain)) == world_ops(long_text(tagged))
+    terms = [str(p.operands[0])] + [f"{op}{x}" for op, x in zip(p.ops, p.operands[1:])]
+    listing = ", ".join(f"{TAGS[i]} {t}" for i, t in enumerate(terms))
+    assert tagged[0].text == (f"Okay, let me work out {p.expression} one operation at a time: {listing}; "
+                              f"the last is {TAGS[len(terms) - 1]}.")
+    steps = [t.text for t in tagged if t.kind == "step"]
+    for k, text in enumerate(steps):
+        head = re.match(r"(?:[A-Z][a-z]+, |Wait, we still need )([A-F]) ([+-]\d+)\. ", text)
+        assert head, text
+        assert head[1] == TAGS[k + 1] and head[2] == terms[k + 1]  # the letter after the last step's, its term
+
+
 def test_default_writer_mixes_all_kinds() -> None:
     rng = random.Random(0)
     kinds: dict[str, int] = {}
@@ -320,7 +344,11 @@ def test_write_short_ends_in_the_boxed_answer(p: WorldProblem) -> None:
 
 def test_write_short_example() -> None:
     assert write_short(WorldProblem("x", 3, [5, 7, 4], ["+", "+"])) == "In one step, 5+7+4=16. The answer is \\boxed{16}."
-    assert write_short_span(WorldProblem("x", 4, [5, 7, 4, 9], ["+", "-", "+"]), 1, 3) == "12-4+9=17."
+    assert write_short_span(WorldProblem("x", 4, [5, 7, 4, 9], ["+", "-", "+"]), 1, 3) == "12-4=8, 8+9=17."
+    assert write_short(WorldProblem("x", 3, [5, 7, 4], ["+", "-"]), stepwise=True) == \
+        "Quickly: 5+7=12, 12-4=8. The answer is \\boxed{8}."
+    assert write_short_from(WorldProblem("x", 3, [5, 7, 4], ["+", "-"]), 1, stepwise=True) == \
+        "Quickly: 12-4=8. The answer is \\boxed{8}."
 
 
 @SETTINGS
@@ -329,15 +357,14 @@ def test_write_short_span_is_a_true_equation(p: WorldProblem, data: st.DataObjec
     start = data.draw(st.integers(0, len(p.ops) - 1))
     end = data.draw(st.integers(start + 1, len(p.ops)))
     span = write_short_span(p, start, end)
-    m = re.fullmatch(r"(?P<lhs>" + EXPR + r")=(?P<rhs>\d+)\.", span)
-    assert m, span
-    operands, ops = parse_expr(m["lhs"])
-    value = operands[0]
-    for op, x in zip(ops, operands[1:]):
-        value = value + x if op == "+" else value - x
-    assert value == int(m["rhs"]) == partial_totals(p.operands, p.ops)[end]
-    assert operands[0] == partial_totals(p.operands, p.ops)[start] and len(operands) == end - start + 1
-    assert operands[1:] == p.operands[start + 1:end + 1] and ops == p.ops[start:end]
+    assert span.endswith(".")
+    steps = span[:-1].split(", ")
+    assert len(steps) == end - start
+    totals = partial_totals(p.operands, p.ops)
+    for k, step in zip(range(start, end), steps):
+        m = re.fullmatch(r"(?P<a>\d+)(?P<op>[+-])(?P<b>\d+)=(?P<c>\d+)", step)
+        assert m, span
+        assert (int(m["a"]), m["op"], int(m["b"]), int(m["c"])) == (totals[k], p.ops[k], p.operands[k + 1], totals[k + 1])
 
 
 # ---- the generator ----

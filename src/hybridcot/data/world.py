@@ -33,6 +33,7 @@ LEVELS: dict[int, tuple[int, int, int]] = {
 }
 QUESTION_TEMPLATES = ["What is {e}?", "Compute {e}.", "Calculate {e}.", "Evaluate {e}.", "Find the value of {e}."]
 ORDINALS = ["First", "Next", "Then", "Next", "Then", "Next"]
+TAGS = "ABCDEF"  # the letters of the terms when the long writer tags them (WriterConfig.tags)
 
 
 @dataclass
@@ -167,6 +168,7 @@ class WriterConfig:
     p_alternative: float = 0.2  # after an addition, add the other way round (redundant)
     p_wait_step: float = 0.25  # phrase a step as "Wait, we still need to ..." (not redundant)
     rewrite: bool = False  # end each step with what is left ("Now we have 11 - 4 + 4."), a scratchpad
+    tags: bool = False  # the plan lists the terms under letters ("A 4, B +9, C -3"), each step names its letter
 
 
 def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = None) -> list[Thought]:
@@ -175,13 +177,25 @@ def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = N
     # nearby numbers, instead of a lookup back into the prompt (without it the tiny models stopped
     # after two or three operations on longer chains while every step they did write was right).
     last = f"{p.ops[-1]}{p.operands[-1]}"
-    thoughts = [Thought(f"Okay, let me work out {p.expression} one operation at a time; the last term is {last}.",
-                        "plan")]
+    if cfg.tags:
+        # Each term under a letter: a step finds its operand by its letter (the letter after the last
+        # step's one), a content lookup, instead of counting terms in the prompt.
+        terms = [str(p.operands[0])] + [f"{op}{x}" for op, x in zip(p.ops, p.operands[1:])]
+        listing = ", ".join(f"{TAGS[i]} {t}" for i, t in enumerate(terms))
+        thoughts = [Thought(f"Okay, let me work out {p.expression} one operation at a time: {listing}; "
+                            f"the last is {TAGS[len(terms) - 1]}.", "plan")]
+    else:
+        thoughts = [Thought(f"Okay, let me work out {p.expression} one operation at a time; the last term is {last}.",
+                            "plan")]
     total = p.operands[0]
     for k, (op, x) in enumerate(zip(p.ops, p.operands[1:])):
         work, new = column_work(total, op, x)
         verb = "add" if op == "+" else "subtract"
-        head = f"Wait, we still need to {verb} {x}." if k > 0 and rng.random() < cfg.p_wait_step else f"{ORDINALS[k]},"
+        wait = k > 0 and rng.random() < cfg.p_wait_step
+        if cfg.tags:
+            head = f"Wait, we still need {TAGS[k + 1]} {op}{x}." if wait else f"{ORDINALS[k]}, {TAGS[k + 1]} {op}{x}."
+        else:
+            head = f"Wait, we still need to {verb} {x}." if wait else f"{ORDINALS[k]},"
         rest = format_expr([new] + p.operands[k + 2:], p.ops[k + 1:])
         left = f" Now we have {rest}." if cfg.rewrite and k + 1 < len(p.ops) else ""
         thoughts.append(Thought(f"{head} {total}{op}{x}: {work}, so {total}{op}{x}={new}.{left}", "step"))
@@ -202,18 +216,32 @@ def long_text(thoughts: list[Thought]) -> str:
     return "\n\n".join(t.text for t in thoughts)
 
 
-def write_short(p: WorldProblem) -> str:
+def write_short(p: WorldProblem, stepwise: bool = False) -> str:
+    """The concise solution. `stepwise`: one running total per operation, done in the head
+    ("Quickly: 7+8=15, 15-9=6."), as a short-CoT model writes; otherwise the whole chain in one step.
+
+    Measured (default-preset sizes, Short fine-tuned 1200 steps from the same base, 30 test problems
+    per level): stepwise 100/97/83/67/3% on levels 1-5, one step 87/23/3/10/7%: a tiny model cannot
+    add five numbers in its head, but it can keep one running total, and loses track past four terms.
+    """
+    if stepwise:
+        return f"Quickly: {_steps(partial_totals(p.operands, p.ops), p.ops, p.operands, 0, len(p.ops))}. " \
+               f"The answer is \\boxed{{{p.answer}}}."
     # "In one step, " puts a space token before the expression, as the prompt and the long plan have:
     # copying then starts from a matching token. Starting the answer with the bare expression, the
     # Short model miscopied the second operand of two-operand problems (6% on level 1).
     return f"In one step, {p.expression}={p.answer}. The answer is \\boxed{{{p.answer}}}."
 
 
+def _steps(totals: list[int], ops: list[str], operands: list[int], start: int, end: int) -> str:
+    """Operations start..end-1 as running totals: "12-4=8, 8+9=17"."""
+    return ", ".join(f"{totals[k]}{ops[k]}{operands[k + 1]}={totals[k + 1]}" for k in range(start, end))
+
+
 def write_short_span(p: WorldProblem, start: int, end: int) -> str:
-    """Concise text for operations start..end-1 (used for Long⊗Short's short turns)."""
-    totals = partial_totals(p.operands, p.ops)
-    expr = format_expr([totals[start]] + p.operands[start + 1:end + 1], p.ops[start:end])
-    return f"{expr}={totals[end]}."
+    """Concise text for operations start..end-1, one running total each ("12-4=8, 8+9=17."): the
+    short thinker's turns in Long⊗Short."""
+    return _steps(partial_totals(p.operands, p.ops), p.ops, p.operands, start, end) + "."
 
 
 def user_prompt(problem_text: str) -> str:
@@ -232,10 +260,13 @@ def finish_prompt(problem_text: str, prefix: list[str]) -> str:
     return f"{problem_text}\n\nPartial solution:\n" + "\n\n".join(prefix) + f"\n\n{FINISH_SUFFIX}"
 
 
-def write_short_from(p: WorldProblem, done: int) -> str:
-    """The Short writer finishing after `done` operations of the long solution: the rest in one step."""
+def write_short_from(p: WorldProblem, done: int, stepwise: bool = False) -> str:
+    """The Short writer finishing after `done` operations of the long solution: the rest in one step
+    (or, `stepwise`, one running total per remaining operation)."""
     if done >= len(p.ops):
         return f"The answer is \\boxed{{{p.answer}}}."
     totals = partial_totals(p.operands, p.ops)
+    if stepwise:
+        return f"Quickly: {_steps(totals, p.ops, p.operands, done, len(p.ops))}. The answer is \\boxed{{{p.answer}}}."
     rest = format_expr([totals[done]] + p.operands[done + 1:], p.ops[done:])
     return f"In one step, {rest}={p.answer}. The answer is \\boxed{{{p.answer}}}."

@@ -13,7 +13,7 @@ non-final Short run whose concise text is empty (e.g. only re-checks, which the 
 is dropped and the Long turns around it become one. Every dialogue passes `protocol.check_dialogue`.
 
 Short writers (`writer=`): "world" parses the operations the run performed from the embedded
-world's steps ("so A+B=C.") and writes them as one chain "A+B-C=D." (as `world.write_short_span`),
+world's steps ("so A+B=C.") and writes them as running totals "A+B=C, C-D=E." (as `world.write_short_span`),
 the final turn ending "The answer is \\boxed{X}." (X: the run's own boxed answer, else its last
 result, else the record's answer); "model" asks a model to summarise the run (`model_writer`; a
 final turn without `\\boxed{}` gets "The answer is \\boxed{<answer>}." appended, the inputs being
@@ -55,6 +55,7 @@ from hybridcot.longshort.protocol import (
     messages_for,
     render,
 )
+from hybridcot.ui import progress
 
 ShortWriter = Callable[[list[str], dict, bool], str]  # (thought texts of the run, record, is_final) -> text
 WRITERS = ("auto", "world", "model")
@@ -77,14 +78,16 @@ def is_world_thought(text: str) -> bool:
 
 
 def chain_text(ops: Sequence[tuple[int, str, int, int]]) -> str:
-    """Operations as chains "a+b-c=d." (a new chain where one does not start from the last result)."""
+    """Operations as running totals "a+b=c, c-d=e." (a new sentence where one does not start from the
+    last result): one total per operation, as the world's stepwise Short writes, which a tiny short
+    thinker can keep (it cannot add a chain of several numbers in its head)."""
     chains: list[list[tuple[int, str, int, int]]] = []
     for o in ops:
         if chains and chains[-1][-1][3] == o[0]:
             chains[-1].append(o)
         else:
             chains.append([o])
-    return " ".join(f"{c[0][0]}" + "".join(f"{op}{b}" for _, op, b, _ in c) + f"={c[-1][3]}." for c in chains)
+    return " ".join(", ".join(f"{a}{op}{b}={c}" for a, op, b, c in chain) + "." for chain in chains)
 
 
 def world_writer(texts: list[str], rec: dict, final: bool) -> str:
@@ -329,14 +332,14 @@ def run_dialogues(cfg: DialoguesConfig, llm: Callable[[str], str] | None = None)
             is_world_thought(t) for r in recs for t in r["thoughts"])):
         from hybridcot.generation import SamplingConfig, load_generator
 
-        gen = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype)
+        gen = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype, progress=False)
         call = generator_llm(gen, SamplingConfig(max_tokens=cfg.max_tokens))
     model = model_writer(call) if call is not None else None
     pick = auto_writer(model)
     count = token_counter(cfg.tokenizer) if cfg.tokenizer else None
     dialogues, sft = [], {LONG: [], SHORT: []}
     try:
-        for r in recs:
+        for r in progress(recs, desc="dialogues", unit="dialogue"):  # none per writer-model call
             if cfg.writer == "auto":
                 try:
                     name, writer = pick(r["thoughts"])
