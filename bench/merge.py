@@ -283,8 +283,11 @@ def main() -> None:
         if "mergekit" in methods:
             cmds["mergekit"] = [str(mergekit), str(yaml_path), str(outs["mergekit"]),
                                 "--out-shard-size", str(facts["largest_shard_bytes"]), *args.mergekit_args.split()]
-        # the interpreter's own footprint: what any torch-based merge pays before touching a tensor
+        # the interpreter's own footprint: what any torch-based merge (mergekit) pays before touching a tensor,
+        # and what `hybridcot merge` pays (it merges with numpy and never imports torch)
         baseline = measure([sys.executable, "-c", "import torch, safetensors"], root / "baseline.log")
+        startup = measure([sys.executable, "-c", "import numpy, safetensors, hybridcot.cli, hybridcot.merging"],
+                          root / "startup.log")
         runs: dict[str, list[dict]] = {m: [] for m in methods}
         for r in range(args.repeats):
             for m in methods if r % 2 == 0 else methods[::-1]:
@@ -325,14 +328,17 @@ def main() -> None:
         "hybridcot_wall_s": round(hy["wall_s"], 3), "hybridcot_merge_s": round(hy["merge_s"], 3),
         "copy_wall_s": round(cp["wall_s"], 3),
         "mergekit_wall_s": round(med["mergekit"]["wall_s"], 3) if "mergekit" in med else None,
-        # the ratios without the interpreter: merge.json seconds, and RSS above `import torch, safetensors`
+        # the ratios without the interpreter: merge.json seconds, and RSS above hybridcot's own imports
         "throughput_ratio_vs_copy_excl_startup": round(cp["wall_s"] / hy["merge_s"], 3),
         # the same ratios from each method's fastest run (less sensitive to the machine's noise than medians)
         "throughput_ratio_vs_copy_best_runs": round(best["copy"]["wall_s"] / best["hybridcot"]["wall_s"], 3),
         "throughput_ratio_vs_copy_excl_startup_best_runs": round(best["copy"]["wall_s"] / best["hybridcot"]["merge_s"],
                                                                  3),
-        "peak_rss_above_import_mb": round(hy["peak_rss_mb"] - baseline["peak_rss_mb"], 1),
+        "peak_rss_above_import_mb": round(hy["peak_rss_mb"] - startup["peak_rss_mb"], 1),
         "import_torch_safetensors_rss_mb": round(baseline["peak_rss_mb"], 1),
+        "import_torch_safetensors_s": round(baseline["wall_s"], 3),
+        "hybridcot_startup_import_rss_mb": round(startup["peak_rss_mb"], 1),
+        "hybridcot_startup_import_s": round(startup["wall_s"], 3),
         "largest_shard_mb": round(shard, 1), "input_gb": round(facts["tensor_bytes"] / 1e9, 3),
         "dtype": args.dtype, "shards": args.shards, "repeats": args.repeats,
     }
@@ -346,15 +352,15 @@ def main() -> None:
                else summary["speed_ratio_vs_mergekit"] >= 1.0}
     summary["targets_met"] = targets
     notes = []
-    if baseline["peak_rss_mb"] > 0.5 * hy["peak_rss_mb"]:
-        notes.append(f"hybridcot's peak RSS is dominated by the interpreter: `import torch, safetensors` alone "
-                     f"peaks at {baseline['peak_rss_mb']:.0f} MB of its {hy['peak_rss_mb']:.0f} MB; the merge itself "
-                     f"adds {hy['peak_rss_mb'] - baseline['peak_rss_mb']:.0f} MB")
+    if startup["peak_rss_mb"] > 0.5 * hy["peak_rss_mb"]:
+        notes.append(f"hybridcot's peak RSS is dominated by the interpreter: its imports (numpy, safetensors, "
+                     f"hybridcot) alone peak at {startup['peak_rss_mb']:.0f} MB of its {hy['peak_rss_mb']:.0f} MB; "
+                     f"the merge itself adds {hy['peak_rss_mb'] - startup['peak_rss_mb']:.0f} MB")
     if hy["wall_s"] - hy["merge_s"] > 0.2 * hy["wall_s"]:
-        notes.append(f"hybridcot's wall includes {hy['wall_s'] - hy['merge_s']:.1f}s of start-up (Python and "
-                     f"`import torch`, which alone takes {baseline['wall_s']:.1f}s here) before the merge's own "
-                     f"{hy['merge_s']:.1f}s (merge.json); at this size that constant dominates the end-to-end "
-                     "throughput ratio; throughput_ratio_vs_copy_excl_startup leaves it out")
+        notes.append(f"hybridcot's wall includes {hy['wall_s'] - hy['merge_s']:.1f}s of start-up (Python, numpy, "
+                     f"safetensors: {startup['wall_s']:.2f}s here; the merge does not import torch, which alone "
+                     f"takes {baseline['wall_s']:.1f}s) before the merge's own {hy['merge_s']:.1f}s (merge.json); "
+                     "throughput_ratio_vs_copy_excl_startup leaves it out")
     walls = {m: [r["wall_s"] for r in rs] for m, rs in runs.items()}
     if args.repeats > 1 and max(walls["copy"]) > 1.5 * min(walls["copy"]):
         notes.append(f"noisy machine: the copy's wall ranged {min(walls['copy']):.2f}-{max(walls['copy']):.2f}s and "
@@ -365,7 +371,7 @@ def main() -> None:
         "bench": "merge", "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu_count": os.cpu_count(),
         "threads": {k: os.environ.get(k, "default") for k in ("OMP_NUM_THREADS", "HYBRIDCOT_THREADS")},
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-        "mergekit": _version("mergekit"), "safetensors": _version("safetensors"),
+        "mergekit": _version("mergekit"), "safetensors": _version("safetensors"), "numpy": _version("numpy"),
         "definitions": {
             "B": "tensor bytes of one input checkpoint = the merged output's tensor bytes",
             "throughput": "B / wall seconds of the whole process (interpreter start-up included), GB = 1e9 bytes",
@@ -375,16 +381,18 @@ def main() -> None:
             "mergekit": "mergekit-yaml on the linear YAML of write_mergekit_yaml (float32 arithmetic, out_dtype = "
                         "input dtype), --out-shard-size = the largest input shard, " + args.mergekit_args,
             "merge_s": "hybridcot's own seconds (merge.json: checks, streaming, config and tokenizer copies), without "
-                       "the interpreter start-up and `import torch` (~1.7-2 s here, what `python -c 'import torch'` "
-                       "takes); throughput_ratio_vs_copy_excl_startup = copy wall / merge_s",
+                       "the interpreter start-up (Python, numpy, safetensors: hybridcot_startup_import_s; the merge "
+                       "computes with numpy and never imports torch); throughput_ratio_vs_copy_excl_startup = copy "
+                       "wall / merge_s",
             "peak_rss": "ru_maxrss (os.wait4) of the command, run by a fresh small wrapper interpreter (a child "
-                        "inherits its parent's RSS high-water mark at fork), MiB; the largest shard in MiB too",
+                        "inherits its parent's RSS high-water mark at fork), MiB; the largest shard in MiB too; "
+                        "peak_rss_above_import_mb: hybridcot's above its own imports (hybridcot_startup_import_rss_mb)",
             "cache": "no page-cache drop (needs root): outputs removed, both inputs read once, sync, before every "
                      "run; methods alternate order over repeats; medians",
         },
         "checkpoint": {**facts, "dtype": args.dtype, "shards": args.shards, "tokenizer_from": tok_src,
                        "architecture": "Qwen2ForCausalLM"},
-        "baseline_import": baseline, "runs": runs, "medians": med, "best": best, "mergekit_check": check,
+        "baseline_import": baseline, "startup_import": startup, "runs": runs, "medians": med, "best": best, "mergekit_check": check,
         "summary": summary, "notes": notes,
     }
     out = Path(args.output)

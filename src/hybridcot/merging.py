@@ -8,7 +8,9 @@ headers, configs and tokenizer files, and refuses with one line the first differ
 names, shapes, dtypes, vocab size, tokenizer, chat template). `write_merge` then streams the tensors
 in 1 MiB pieces (pread, no mmap), computes in float32 (float64 stays float64), casts back to the
 source dtype and writes each piece straight into its output shard, mirroring the long model's
-sharding, so memory stays a few MiB whatever the shard or model size. Everything goes
+sharding, so memory stays a few MiB whatever the shard or model size. The arithmetic is numpy's,
+bit for bit what `interpolate` (torch) gives, so the on-disk merge never imports torch (its start-up
+alone took longer than merging a 1.2 GB model); only float8 tensors and the α sweep use torch. Everything goes
 into a temp folder beside `output`, renamed into place at the end. The folder also gets the long
 model's config, generation config, tokenizer and chat template, `merge.json`, `config.yaml` and an
 equivalent `mergekit.yaml` (`mergekit-yaml mergekit.yaml OUT` reproduces the tensors).
@@ -27,13 +29,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import yaml
 
 from hybridcot.config import field, save_config
 from hybridcot.io import HybridcotError, atomic_write, read_json, swap_dir_into_place, write_json, write_jsonl
 from hybridcot.ui import progress, progress_write
+
+if TYPE_CHECKING:  # torch is imported where tensors are needed: the on-disk merge runs without it
+    import torch
 
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -220,7 +225,7 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if not (path / shard).is_file():
             raise HybridcotError(f"{path / INDEX}: shard {shard} is missing")
         try:
-            with safe_open(path / shard, framework="pt") as f:
+            with safe_open(path / shard, framework="numpy") as f:  # headers only; "pt" would import torch
                 for name in f.keys():
                     if sharded and name not in files:  # not in the index: loaders ignore it, so do we
                         continue
@@ -329,6 +334,8 @@ def _tokenizer_difference(a: Path, b: Path) -> str | None:
 
 def interpolate(a: torch.Tensor, b: torch.Tensor, alpha: float, name: str = "") -> torch.Tensor:
     """α·a + (1 − α)·b computed in float32 (float64 kept) and cast back to a's dtype."""
+    import torch
+
     if a.is_floating_point():
         ct = torch.float64 if a.dtype == torch.float64 else torch.float32
         return (alpha * a.to(ct) + (1.0 - alpha) * b.to(ct)).to(a.dtype)
@@ -369,10 +376,155 @@ def load_weights(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     return out
 
 
-# safetensors dtypes merged as floating point (computed in float32, float64 kept, cast back); every other
-# dtype (integers, bool) is compared byte for byte and must agree between the models.
-_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                 "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+# safetensors dtypes merged as floating point (computed in float32, float64 kept, cast back) -> bytes per
+# element; every other dtype (integers, bool) is compared byte for byte and must agree between the models.
+_FLOAT_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
+_TORCH_FLOAT8 = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}  # numpy has no float8: torch merges these
+# What torch's float32 -> bfloat16 cast gives for every NaN (its AVX2 and AVX-512 kernels; its scalar code,
+# in a build for a CPU without them, gives 0x7FC0): `_PieceMerger` writes the same.
+_BF16_NAN = 0xFFFF
+
+
+class _PieceMerger:
+    """buf_a[:n] = α·a + (1 − α)·b on the raw bytes of one piece of a floating-point tensor, bit for bit what
+    `interpolate` computes with torch, in numpy on work arrays reused from one piece to the next (no torch):
+
+    * F32 / F64: in place, a *= α, b *= 1 − α, a = b + a, with α and 1 − α rounded to the dtype as torch
+      rounds a Python scalar: the same IEEE operations, so every number is the same;
+    * F16 / BF16: widened to float32 exactly, the same float32 operations, rounded back to nearest even.
+      The conversions are integer operations on the bits (numpy has no bfloat16, and its float16 casts are
+      scalar code, slower than these);
+    * F8: torch (numpy has no float8), imported the first time such a piece comes.
+
+    NaNs stay NaN. Their bits: BF16 `_BF16_NAN`, as torch; otherwise the NaN operand's payload, quieted, as
+    the CPU propagates it (b's where both products are NaN, as torch's SIMD add; torch's own bits vary there
+    between its SIMD code and its scalar code for tails of tensors, as they do for F16 NaNs).
+    """
+
+    def __init__(self) -> None:
+        self._u: tuple = ()  # three uint32 work arrays (float32 views of the same memory) and a bool mask
+        self._torch_work: dict = {}
+
+    def _work(self, m: int) -> tuple:
+        import numpy as np
+
+        if not self._u or len(self._u[0]) < m:
+            self._u = (np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.uint32), np.empty(m, np.bool_))
+        return tuple(w[:m] for w in self._u)
+
+    def __call__(self, dtype: str, buf_a: bytearray, buf_b: bytearray, n: int, alpha: float) -> None:
+        import numpy as np
+
+        with np.errstate(all="ignore"):  # inf - inf, overflow to inf: IEEE results, as torch, without warnings
+            self._merge(dtype, buf_a, buf_b, n, alpha)
+
+    def _merge(self, dtype: str, buf_a: bytearray, buf_b: bytearray, n: int, alpha: float) -> None:
+        import numpy as np
+
+        alpha = float(alpha)  # a Python float: numpy rounds it to float32 for float32 arrays, as torch does
+        beta = 1.0 - alpha
+        if dtype in ("F32", "F64"):  # in place in the read buffers
+            t = np.dtype("<f4" if dtype == "F32" else "<f8")
+            a, b = (np.frombuffer(buf, t, n // t.itemsize) for buf in (buf_a, buf_b))
+            np.multiply(a, alpha, out=a)
+            np.multiply(b, beta, out=b)
+            np.add(b, a, out=a)  # b + a: equal to a + b (b's NaN payload where both are NaN, as torch's add)
+            return
+        if dtype in _TORCH_FLOAT8:
+            self._torch(_TORCH_FLOAT8[dtype], buf_a, buf_b, n, alpha)
+            return
+        m = n // 2
+        a, b = (np.frombuffer(buf, "<u2", m) for buf in (buf_a, buf_b))
+        u1, u2, u3, mask = self._work(m)
+        f1, f2 = u1.view(np.float32), u2.view(np.float32)
+        if dtype == "BF16":
+            for src, dst in ((a, u1), (b, u2)):  # bfloat16 is the top half of a float32: exact
+                np.copyto(dst, src)
+                np.left_shift(dst, 16, out=dst)
+        else:
+            _f16_to_f32(a, u1)
+            _f16_to_f32(b, u2)
+        np.multiply(f1, alpha, out=f1)
+        np.multiply(f2, beta, out=f2)
+        np.add(f2, f1, out=f1)  # b + a, as above
+        nan = bool(np.isnan(f1.max()))  # max is NaN where any element is (a read, not a mask written)
+        if nan:
+            np.isnan(f1, out=mask)
+        if dtype == "BF16":
+            _f32_to_bf16(u1, a, u2)
+            if nan:
+                np.copyto(a, _BF16_NAN, where=mask)
+            return
+        _f32_to_f16(u1, a, u2, u3)
+        if nan:  # F16C: sign, exponent all ones, the float32 NaN's top 10 payload bits (quiet bit included)
+            w = u1[mask]
+            a[mask] = ((w >> 16) & 0x8000) | 0x7C00 | ((w >> 13) & 0x3FF)
+
+    def _torch(self, name: str, buf_a: bytearray, buf_b: bytearray, n: int, alpha: float) -> None:
+        import torch
+
+        st = getattr(torch, name)
+        a = torch.frombuffer(buf_a, dtype=st, count=n // st.itemsize)
+        b = torch.frombuffer(buf_b, dtype=st, count=n // st.itemsize)
+        if st not in self._torch_work or self._torch_work[st][0].numel() < a.numel():
+            self._torch_work[st] = (torch.empty(a.numel()), torch.empty(a.numel()))
+        wa, wb = (w[: a.numel()] for w in self._torch_work[st])
+        wa.copy_(a).mul_(alpha)
+        wb.copy_(b).mul_(1.0 - alpha)
+        a.copy_(wa.add_(wb))  # rounds back to the source dtype, as interpolate() does
+
+
+def _f16_to_f32(h, u) -> None:
+    """u (uint32) = the float32 bits of the float16 bits h, exactly (sign, subnormals, inf, NaN payload)."""
+    import numpy as np
+
+    np.copyto(u, h)
+    np.left_shift(u, 16, out=u)  # the sign at bit 31, exponent and mantissa below it
+    s = u.view(np.int32)
+    np.right_shift(s, 3, out=s)  # exponent and mantissa to their float32 places (arithmetic shift: sign copies)...
+    np.bitwise_and(u, 0x8FFFFFFF, out=u)  # ...cleared, the sign left alone: the value is now h·2^-112
+    f = u.view(np.float32)
+    np.multiply(f, 2.0 ** 112, out=f)  # exact (float16 subnormals become float32 normals)
+    if f.max() >= 65536.0 or f.min() <= -65536.0:  # float16 inf / NaN (exponent all ones) are now ±2^16·(1 + m)
+        np.bitwise_or(u, 0x7F800000, out=u, where=np.abs(f) >= 65536.0)
+
+
+def _f32_to_bf16(u, out, t) -> None:
+    """out (uint16) = the float32 bits u rounded to bfloat16, to nearest even: (u + 0x7FFF + ((u >> 16) & 1))
+    >> 16, as torch (c10::BFloat16) rounds; NaNs are the caller's. u is overwritten; t is a uint32 work array."""
+    import numpy as np
+
+    np.right_shift(u, 16, out=t)
+    np.bitwise_and(t, 1, out=t)
+    np.add(t, 0x7FFF, out=t)
+    np.add(u, t, out=u)
+    np.right_shift(u, 16, out=u)
+    np.copyto(out, u, casting="unsafe")
+
+
+def _f32_to_f16(u, out, t1, t2) -> None:
+    """out (uint16) = the float32 bits u rounded to float16, to nearest even (overflow to ±inf; NaNs are the
+    caller's); t1, t2 are uint32 work arrays. Branch-free, as c10's fp16_ieee_from_fp32_value (FP16 library)."""
+    import numpy as np
+
+    f, base = u.view(np.float32), t1.view(np.float32)
+    np.absolute(f, out=base)
+    np.multiply(base, 2.0 ** 112, out=base)  # two steps: what overflows float16 becomes inf here
+    np.multiply(base, 2.0 ** -110, out=base)
+    np.bitwise_and(u, 0x7F800000, out=t2)  # bias = 2^(max(e, -14) + 15) for |x| = 2^e·1.m: base (4|x|) + bias
+    np.maximum(t2, 0x38800000, out=t2)  # keeps base's bits to float16's precision, rounded to nearest even
+    np.add(t2, 0x07800000, out=t2)  # by the float32 addition
+    np.add(base, t2.view(np.float32), out=base)
+    np.right_shift(t1, 13, out=t2)
+    np.bitwise_and(t2, 0x7C00, out=t2)  # exponent
+    np.bitwise_and(t1, 0xFFF, out=t1)  # mantissa (+ carry into the exponent)
+    np.add(t1, t2, out=t1)
+    np.right_shift(u, 16, out=t2)
+    np.bitwise_and(t2, 0x8000, out=t2)  # sign
+    np.bitwise_or(t1, t2, out=t1)
+    np.copyto(out, t1, casting="unsafe")
+
+
 _CHUNK = 1 << 20  # bytes of one input read: small enough that a piece's float32 work stays in the CPU caches
 
 
@@ -425,7 +577,7 @@ def _stream(L: Checkpoint, S: Checkpoint, alpha: float, out_dir: Path) -> int:
     """
     buf_a, buf_b = bytearray(_CHUNK), bytearray(_CHUNK)
     view_a, view_b = memoryview(buf_a), memoryview(buf_b)
-    work: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}  # compute dtype -> two reused buffers
+    merge_floats = _PieceMerger()  # its work arrays are reused too
     headers: dict[Path, tuple[int, dict, dict]] = {}
     fds: dict[Path, int] = {}
 
@@ -446,20 +598,7 @@ def _stream(L: Checkpoint, S: Checkpoint, alpha: float, out_dir: Path) -> int:
                 raise HybridcotError(f"tensor '{name}' is {_DTYPE_NAMES.get(dtype, dtype)} (not floating point) "
                                      "and differs between the models")
             return
-        st = _FLOAT_DTYPES[dtype]
-        ct = torch.float64 if st == torch.float64 else torch.float32
-        a = torch.frombuffer(buf_a, dtype=st, count=n // st.itemsize)
-        b = torch.frombuffer(buf_b, dtype=st, count=n // st.itemsize)
-        if st == ct:  # float32 / float64: in place in the read buffers
-            a.mul_(alpha)
-            a.add_(b.mul_(1.0 - alpha))
-            return
-        if ct not in work or work[ct][0].numel() < a.numel():
-            work[ct] = (torch.empty(a.numel(), dtype=ct), torch.empty(a.numel(), dtype=ct))
-        wa, wb = (w[: a.numel()] for w in work[ct])
-        wa.copy_(a).mul_(alpha)
-        wb.copy_(b).mul_(1.0 - alpha)
-        a.copy_(wa.add_(wb))  # rounds back to the source dtype, as interpolate() does
+        merge_floats(dtype, buf_a, buf_b, n, alpha)
 
     total, weight_map = 0, {}
     # Bytes merged (rate and time left for multi-GB models); off unless ui.progress_enabled().
@@ -561,6 +700,8 @@ def run_sweep(cfg: MergeConfig, L: Checkpoint, S: Checkpoint) -> tuple[dict, lis
 
     Returns (the sweep.json content, every graded record with its "alpha").
     """
+    import torch
+
     from hybridcot.data.problems import load_problems
     from hybridcot.evaluation.metrics import summarize
     from hybridcot.evaluation.stage import generate_records

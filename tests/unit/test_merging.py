@@ -1,4 +1,5 @@
-"""merging.py: the linear merge against hand-computed interpolations, sharding, refusals, mergekit, α sweep."""
+"""merging.py: the linear merge against hand-computed interpolations, sharding, refusals, mergekit, α sweep;
+the streaming merge's numpy arithmetic against torch's bit for bit, and `hybridcot merge` without torch."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from hybridcot import cli
+from hybridcot import cli, merging
 from hybridcot.io import HybridcotError, read_jsonl
 from hybridcot.merging import (
     INDEX,
@@ -328,3 +332,170 @@ def test_alpha_sweep_evaluates_in_memory_without_checkpoints(pair, tmp_path: Pat
 def test_check_compatible_accepts_a_matching_pair(pair) -> None:
     L, S = check_compatible(*pair)
     assert set(L.meta) == set(S.meta) and not L.sharded
+
+
+# --------------------------------------------------------------------------- numpy pieces == torch's interpolate
+
+_KINDS = {"F32": (torch.float32, np.uint32, torch.int32), "F16": (torch.float16, np.uint16, torch.int16),
+          "BF16": (torch.bfloat16, np.uint16, torch.int16)}
+# torch's own NaN bits come from its CPU kernels (bfloat16: 0xFFFF from the AVX2 / AVX-512 ones, 0x7FC0 from the
+# scalar one, which the merge does not copy); without those kernels NaNs are compared as NaNs only.
+_NAN_BITS_EXACT = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def _specials(kind: str) -> list[int]:
+    """Bit patterns at the edges: ±0, ±inf, NaNs (quiet, signalling, payloads, negative), subnormals, the largest
+    finite values (α·x + (1 − α)·y in float32 may pass them), 1.0 and its neighbours."""
+    if kind == "F32":
+        pos = [0, 1, 2, 0x007FFFFF, 0x00800000, 0x00800001, 0x3F7FFFFF, 0x3F800000, 0x3F800001, 0x7F7FFFFE,
+               0x7F7FFFFF, 0x7F7F8000, 0x7F800000, 0x7FC00000, 0x7F800001, 0x7FBFFFFF, 0x7FFFFFFF, 0x7FC0DEAD]
+        sign = 0x80000000
+    elif kind == "F16":
+        pos = [0, 1, 2, 0x03FF, 0x0400, 0x0401, 0x3BFF, 0x3C00, 0x3C01, 0x7BFE, 0x7BFF, 0x7C00, 0x7E00, 0x7C01,
+               0x7DFF, 0x7FFF, 0x7E55]
+        sign = 0x8000
+    else:
+        pos = [0, 1, 2, 0x007F, 0x0080, 0x0081, 0x3F7F, 0x3F80, 0x3F81, 0x7F7E, 0x7F7F, 0x7F80, 0x7FC0, 0x7F81,
+               0x7FBF, 0x7FFF, 0x7FD5]
+        sign = 0x8000
+    return pos + [p | sign for p in pos]
+
+
+def _merge_bits(kind: str, a_bits, b_bits, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(the bits `_PieceMerger` writes, the bits of torch's `interpolate`, where torch's result is NaN, where
+    the bits must be equal). A NaN's bits are torch's own only for BF16 (0xFFFF) and for F32 with one NaN
+    product: torch's float16 -> float32 scalar code (tails of 1-7 elements) turns every NaN into 0x7FFFFFFF
+    where its SIMD code keeps the payload, and where α·a and (1 − α)·b are both NaN the sum keeps either
+    payload depending on the instruction's operand order (SIMD body or scalar tail, torch's or numpy's)."""
+    td, ut, it = _KINDS[kind]
+    a, b = (np.asarray(x, dtype=np.uint64).astype(ut) for x in (a_bits, b_bits))
+    buf_a, buf_b = bytearray(a.tobytes()), bytearray(b.tobytes())
+    ta, tb = (torch.frombuffer(bytearray(buf), dtype=td) for buf in (buf_a, buf_b))
+    ref = merging.interpolate(ta, tb, alpha)
+    both = ((alpha * ta.float()).isnan() & ((1.0 - alpha) * tb.float()).isnan()).numpy()
+    merging._PieceMerger()(kind, buf_a, buf_b, len(buf_a), alpha)
+    got = np.frombuffer(buf_a, ut).copy()
+    nan = ref.isnan().numpy()
+    exact = np.full(len(got), kind == "BF16") | ((kind == "F32") & ~both)
+    return got, ref.view(it).numpy().view(ut), nan, ~nan | (_NAN_BITS_EXACT & exact)
+
+
+def _assert_same_bits(kind: str, got: np.ndarray, want: np.ndarray, nan: np.ndarray, exact: np.ndarray,
+                      what: str = "") -> None:
+    td, ut, it = _KINDS[kind]
+    got_nan = torch.from_numpy(got.view({np.uint16: np.int16, np.uint32: np.int32}[ut])).view(td).isnan().numpy()
+    assert np.array_equal(got_nan, nan), f"{kind} {what}: NaN where torch has none (or not)"
+    bad = np.nonzero((got != want) & exact)[0]
+    assert not len(bad), (f"{kind} {what}: {len(bad)} of {len(got)} differ, first at {bad[0]}: "
+                          f"ours {int(got[bad[0]]):#x}, torch {int(want[bad[0]]):#x}")
+
+
+@pytest.mark.parametrize("kind", list(_KINDS))
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), alpha=st.one_of(st.sampled_from([0.0, 1.0, 0.5, 0.8, 1 / 3]), st.floats(0.0, 1.0)))
+def test_piece_merge_equals_torch_bit_for_bit_property(kind: str, data, alpha: float) -> None:
+    nbits = 32 if kind == "F32" else 16
+    bits = st.one_of(st.sampled_from(_specials(kind)), st.integers(0, 2 ** nbits - 1))
+    pairs = data.draw(st.lists(st.tuples(bits, bits), min_size=1, max_size=80))
+    got, want, nan, exact = _merge_bits(kind, [p[0] for p in pairs], [p[1] for p in pairs], alpha)
+    _assert_same_bits(kind, got, want, nan, exact, f"alpha={alpha!r}")
+
+
+@pytest.mark.parametrize("kind", list(_KINDS))
+def test_piece_merge_equals_torch_bit_for_bit_randomized(kind: str) -> None:
+    """Large pieces (SIMD bodies and tails) of uniform random bits, model-like weights of every magnitude and
+    edge values, at α of every kind."""
+    rng = np.random.default_rng(0)
+    td, ut, it = _KINDS[kind]
+    nbits = 32 if kind == "F32" else 16
+    specials = np.array(_specials(kind), dtype=np.uint64)
+    for n in (1, 7, 15, 16, 17, 33, 1000, 65537):
+        alphas = (0.0, 1.0, 0.5, 0.8, float(rng.random()), float(rng.random()) * 1e-3, 1 - float(rng.random()) * 1e-3)
+        for alpha in alphas:
+            cols = []
+            for _ in range(2):
+                uniform = rng.integers(0, 2 ** nbits, n, dtype=np.uint64)
+                scale = np.exp2(rng.integers(-30, 30, n)) if kind != "F16" else np.exp2(rng.integers(-24, 15, n))
+                weights = torch.from_numpy(rng.standard_normal(n) * scale).to(td).view(it).numpy()
+                pick = rng.integers(0, 3, n)
+                col = np.where(pick == 0, uniform, weights.view(ut).astype(np.uint64))
+                cols.append(np.where(pick == 2, specials[rng.integers(0, len(specials), n)], col))
+            got, want, nan, exact = _merge_bits(kind, cols[0], cols[1], alpha)
+            _assert_same_bits(kind, got, want, nan, exact, f"n={n} alpha={alpha!r}")
+    # the top binade (largest finite values) on both sides: the float32 sum may pass the largest finite value
+    top = {"F32": np.arange(0x7F000000, 0x7F800000, 4099), "F16": np.arange(0x7800, 0x7C00),
+           "BF16": np.arange(0x7F00, 0x7F80)}[kind].astype(np.uint64)
+    for alpha in (0.3, 0.7, float(rng.random())):
+        for b in (top, rng.permutation(top), top | (1 << (nbits - 1))):
+            got, want, nan, exact = _merge_bits(kind, top, b, alpha)
+            _assert_same_bits(kind, got, want, nan, exact, f"top binade, alpha={alpha!r}")
+
+
+def test_conversions_round_like_torch() -> None:
+    """The integer float16 / bfloat16 conversions: every float16 up (against numpy's exact cast); down, the
+    float32s at every rounding boundary of every float16 and bfloat16 value (ties to even, subnormals,
+    overflow to inf) and random ones, against torch's casts. (Checked once over all 2^32 float32s.)"""
+    h = np.arange(2 ** 16, dtype=np.uint32).astype(np.uint16)
+    u = np.empty(2 ** 16, np.uint32)
+    merging._f16_to_f32(h, u)
+    nan = np.isnan(h.view(np.float16))
+    assert np.array_equal(u[~nan], h[~nan].view(np.float16).astype(np.float32).view(np.uint32))
+    assert np.isnan(u[nan].view(np.float32)).all() and np.array_equal(u[nan] >> 13 & 0x3FF, h[nan] & 0x3FF)
+
+    def check(bits: np.ndarray, kind: str) -> None:
+        bits = bits.astype(np.uint32)
+        f = bits.view(np.float32)
+        keep = ~np.isnan(f)
+        t1, t2, out = np.empty_like(bits), np.empty_like(bits), np.empty(len(bits), np.uint16)
+        with np.errstate(all="ignore"):
+            if kind == "BF16":
+                merging._f32_to_bf16(bits.copy(), out, t1)
+                want = torch.from_numpy(f).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+            else:
+                merging._f32_to_f16(bits.copy(), out, t1, t2)
+                want = torch.from_numpy(f).to(torch.float16).view(torch.int16).numpy().view(np.uint16)
+        bad = np.nonzero((out != want) & keep)[0]
+        assert not len(bad), f"{kind}: {bits[bad[0]]:#x} -> {out[bad[0]]:#x}, torch {want[bad[0]]:#x}"
+
+    hi = np.arange(2 ** 16, dtype=np.uint64) << 16  # every bfloat16, and the float32s around its rounding points
+    check((hi[:, None] | np.array([0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF], dtype=np.uint64)).ravel(), "BF16")
+    hi = np.arange(2 ** 19, dtype=np.uint64) << 13  # the same for float16's normal range (mantissa cut at bit 13)
+    check((hi[:, None] | np.array([0, 1, 0xFFF, 0x1000, 0x1001, 0x1FFF], dtype=np.uint64)).ravel(), "F16")
+    rng = np.random.default_rng(0)
+    for e in range(98, 114):  # float16 subnormal results: the cut moves up one bit per binade below 2^-14
+        cut = 13 + 113 - e
+        half = 1 << (cut - 1)
+        top = rng.integers(0, 2 ** (23 - cut), 4096, dtype=np.uint64) << cut if cut < 23 else np.zeros(1, np.uint64)
+        low = np.array([0, 1, half - 1, half, half + 1, (1 << cut) - 1], dtype=np.uint64) & ((1 << 23) - 1)
+        for sign in (0, 1 << 31):
+            check((sign | (e << 23) | top[:, None] | low).ravel(), "F16")
+    check(rng.integers(0, 2 ** 32, 1 << 20, dtype=np.uint64), "F16")
+
+
+# --------------------------------------------------------------------------- `hybridcot merge` without torch
+
+_NO_TORCH = """
+import sys
+from hybridcot.cli import main
+rc = main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+print("HEAVY:", ",".join(heavy))
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize("variant", ["bf16", "sharded"])
+def test_cli_merge_does_not_import_torch(models, tmp_path: Path, variant: str) -> None:
+    long, short = models[f"{variant}_long"], models[f"{variant}_short"]
+    out = tmp_path / "m"
+    proc = subprocess.run([sys.executable, "-c", _NO_TORCH, "merge", f"long={long}", f"short={short}",
+                           f"output={out}", "alpha=0.7"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY:", proc.stdout  # neither torch nor transformers
+    A, B, M = _weights(long), _weights(short), _weights(out)
+    assert set(M) == set(A)
+    for k in A:  # what the torch formula gives, bit for bit
+        want = merging.interpolate(A[k], B[k], 0.7, k)
+        assert M[k].dtype == want.dtype, k
+        assert torch.equal(M[k].reshape(-1).view(torch.uint8), want.reshape(-1).view(torch.uint8)), k
