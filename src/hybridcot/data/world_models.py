@@ -1,6 +1,6 @@
 """`hybridcot world build`: the embedded world's tokenizer, base, Long and Short models, evaluated.
 
-    hybridcot world build                      # default preset (~12-14 min on 2 cores)
+    hybridcot world build                      # default preset (~28 min on 2 cores)
     hybridcot world build preset=tiny          # the preset tests use (~1 min)
 
 Pipeline: generate train/test problems -> train a byte-level BPE tokenizer on the world's text ->
@@ -51,7 +51,7 @@ PRESETS: dict[str, dict] = {
 
 @dataclass
 class WorldBuildConfig:
-    preset: str = field("default", help="size preset: 'tiny' (tests, ~1 min) or 'default' (demo, ~13 min)")
+    preset: str = field("default", help="size preset: 'tiny' (tests, ~1 min) or 'default' (demo, ~28 min)")
     seed: int = field(0, help="seed for problems, writers, initialisation and training")
     output: str = field("", help="output folder; empty = ~/.cache/hybridcot/world/<preset>-<config hash>")
     n_train: int | None = field(None, help="training problems (each gives a long and a short solution)")
