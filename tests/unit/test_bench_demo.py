@@ -58,10 +58,20 @@ def test_from_mode_writes_the_result_and_one_line(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = [x for x in proc.stdout.splitlines() if x.strip()]
-    assert len(lines) == 1 and "total 930s" in lines[0] and "world.train_base 400s" in lines[0]
+    assert len(lines) == 1 and "from scratch 922s" in lines[0] and "world.train_base 400s" in lines[0]
     summary = json.loads(out.read_text())["summary"]
     assert summary["n_stages_timed"] == 8 and summary["n_stages_cached"] == 1
-    assert summary["sum_of_timed_stages_s"] == 922.0 and summary["total_wall_s"] == 930.0
+    assert summary["sum_of_timed_stages_s"] == 922.0 and summary["total_wall_s"] is None
+    assert summary["from_scratch_s"] == 922.0 and summary["world_build_s"] == 822.0
+
+
+def test_from_scratch_adds_a_cached_world_build(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path, world_wall=5.0)
+    out = tmp_path / "demo.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "demo.py"), "--from", str(run), "--output", str(out),
+                    "--note", "two chains side by side"], check=True, capture_output=True, timeout=300)
+    d = json.loads(out.read_text())
+    assert d["summary"]["from_scratch_s"] == 822.0 + 100.0 and d["notes"] == ["two chains side by side"]
 
 
 def test_from_mode_refuses_a_folder_that_is_not_a_demo_run(tmp_path: Path) -> None:
