@@ -5,6 +5,7 @@ Also `benchmarks_dir`, which skips a test (with the reason) where the real bench
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -37,6 +38,26 @@ def load_bench(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def sft_rows_file(path: Path, n: int = 16) -> Path:
+    """`n` chat prompt/completion rows ("What is i+i?") for the training stages' tests."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],
+                                "completion": [{"role": "assistant", "content": f"{i}+{i}={2 * i}. "
+                                                f"The answer is \\boxed{{{2 * i}}}."}]}) + "\n")
+    return path
+
+
+def dpo_pairs_file(path: Path, n: int = 8) -> Path:
+    """`n` preference pairs (right boxed answer chosen, off by one rejected) for the DPO stage's tests."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],
+                                "chosen": [{"role": "assistant", "content": f"\\boxed{{{2 * i}}}"}],
+                                "rejected": [{"role": "assistant", "content": f"\\boxed{{{2 * i + 1}}}"}]}) + "\n")
+    return path
 
 
 def world_texts(n_problems: int = 300, seed: int = 0) -> list[str]:

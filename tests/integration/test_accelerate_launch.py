@@ -30,6 +30,8 @@ from unittest import mock
 import pytest
 import torch
 
+from conftest import dpo_pairs_file, sft_rows_file
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "recipes" / "accelerate"
 DOC = REPO / "docs" / "scaling.md"
@@ -157,24 +159,6 @@ def test_multi_cpu_config_starts_ranks_with_torchrun() -> None:
 # ---------------------------------------------------------------- a real 2-rank run
 
 
-def _rows(path: Path, n: int = 16) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            f.write(json.dumps({"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],
-                                "completion": [{"role": "assistant", "content": f"{i}+{i}={2 * i}. "
-                                                f"The answer is \\boxed{{{2 * i}}}."}]}) + "\n")
-    return path
-
-
-def _pairs(path: Path, n: int = 16) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            f.write(json.dumps({"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],
-                                "chosen": [{"role": "assistant", "content": f"\\boxed{{{2 * i}}}"}],
-                                "rejected": [{"role": "assistant", "content": f"\\boxed{{{2 * i + 1}}}"}]}) + "\n")
-    return path
-
-
 def _accelerate() -> list[str]:
     """`accelerate` of this interpreter's environment (its console script, else the module)."""
     script = Path(sys.executable).parent / "accelerate"
@@ -229,7 +213,7 @@ def _check_2_rank_run(proc: subprocess.CompletedProcess, logs: Path, out: Path, 
 def test_sft_under_accelerate_launch_with_2_cpu_ranks(tmp_path: Path, pico_model_dir: Path) -> None:
     out = tmp_path / "sft"
     proc, logs = _launch_2_ranks(tmp_path, "sft", [
-        f"model={pico_model_dir}", f"data={_rows(tmp_path / 'rows.jsonl')}", f"output={out}", "max_steps=3",
+        f"model={pico_model_dir}", f"data={sft_rows_file(tmp_path / 'rows.jsonl')}", f"output={out}", "max_steps=3",
         "per_device_train_batch_size=2", "logging_steps=1", "learning_rate=1e-3", "save_steps=100",
         "use_cpu=true"])
     _check_2_rank_run(proc, logs, out, pico_model_dir, "sft", rows=16, steps=3, per_device=2)
@@ -238,7 +222,7 @@ def test_sft_under_accelerate_launch_with_2_cpu_ranks(tmp_path: Path, pico_model
 def test_dpo_under_accelerate_launch_with_2_cpu_ranks(tmp_path: Path, pico_model_dir: Path) -> None:
     out = tmp_path / "dpo"
     proc, logs = _launch_2_ranks(tmp_path, "dpo", [
-        f"model={pico_model_dir}", f"pairs={_pairs(tmp_path / 'pairs.jsonl')}", f"output={out}", "max_steps=3",
+        f"model={pico_model_dir}", f"pairs={dpo_pairs_file(tmp_path / 'pairs.jsonl', 16)}", f"output={out}", "max_steps=3",
         "per_device_train_batch_size=2", "gradient_accumulation_steps=1", "logging_steps=1", "learning_rate=1e-3",
         "save_steps=100", "use_cpu=true"])
     _check_2_rank_run(proc, logs, out, pico_model_dir, "dpo", rows=16, steps=3, per_device=2)
@@ -264,7 +248,7 @@ def test_adar1_training_step_launches_under_accelerate_config(tmp_path: Path, pi
     for k, v in {"HYBRIDCOT_THREADS": "1", "OMP_NUM_THREADS": "1", "HYBRIDCOT_QUIET": "1"}.items():
         monkeypatch.setenv(k, v)
     out = tmp_path / "models" / "merge_sft"
-    cfg = SFTStageConfig(model=str(pico_model_dir), data=str(_rows(tmp_path / "rows.jsonl")), output=str(out),
+    cfg = SFTStageConfig(model=str(pico_model_dir), data=str(sft_rows_file(tmp_path / "rows.jsonl")), output=str(out),
                          max_steps=3, per_device_train_batch_size=2, logging_steps=1, learning_rate=1e-3,
                          save_steps=100, use_cpu=True)
     config = str(CONFIG_DIR / "multi_cpu.yaml")

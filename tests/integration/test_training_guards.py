@@ -6,34 +6,16 @@ the final model, and `<output>.trl/` keeps the checkpoints saved before the step
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import dpo_pairs_file, sft_rows_file
 from hybridcot import cli
 from hybridcot.io import HybridcotError
 from hybridcot.training import LossHistory, check_finite, trl_dir
-
-
-def _rows(path: Path, n: int = 16) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            f.write(json.dumps({"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],
-                                "completion": [{"role": "assistant", "content": f"{i}+{i}={2 * i}. "
-                                                f"The answer is \\boxed{{{2 * i}}}."}]}) + "\n")
-    return path
-
-
-def _pairs(path: Path, n: int = 8) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            f.write(json.dumps({"prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],
-                                "chosen": [{"role": "assistant", "content": f"\\boxed{{{2 * i}}}"}],
-                                "rejected": [{"role": "assistant", "content": f"\\boxed{{{2 * i + 1}}}"}]}) + "\n")
-    return path
 
 
 def _finite(ckpt: Path) -> bool:
@@ -71,7 +53,7 @@ def test_nan_loss_stops_sft_and_keeps_the_last_good_checkpoint(tmp_path: Path, p
 
     monkeypatch.setattr(sft, "load_model", poisoned)
     out = tmp_path / "sft"
-    rc = cli.main(["sft", f"model={pico_model_dir}", f"data={_rows(tmp_path / 'rows.jsonl')}", f"output={out}",
+    rc = cli.main(["sft", f"model={pico_model_dir}", f"data={sft_rows_file(tmp_path / 'rows.jsonl')}", f"output={out}",
                    "max_steps=6", "per_device_train_batch_size=2", "save_steps=1", "logging_steps=1",
                    "learning_rate=1e-4"])
     assert rc == 2
@@ -88,7 +70,7 @@ def test_nan_loss_stops_sft_and_keeps_the_last_good_checkpoint(tmp_path: Path, p
 def test_huge_learning_rate_stops_sft(tmp_path: Path, pico_model_dir: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sft"
-    rc = cli.main(["sft", f"model={pico_model_dir}", f"data={_rows(tmp_path / 'rows.jsonl')}", f"output={out}",
+    rc = cli.main(["sft", f"model={pico_model_dir}", f"data={sft_rows_file(tmp_path / 'rows.jsonl')}", f"output={out}",
                    "max_steps=8", "per_device_train_batch_size=2", "save_steps=100", "logging_steps=1",
                    "learning_rate=1e30"])
     assert rc == 2
@@ -101,7 +83,7 @@ def test_huge_learning_rate_stops_sft(tmp_path: Path, pico_model_dir: Path,
 def test_huge_learning_rate_stops_dpo(tmp_path: Path, pico_model_dir: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "dpo"
-    rc = cli.main(["dpo", f"model={pico_model_dir}", f"pairs={_pairs(tmp_path / 'pairs.jsonl')}", f"output={out}",
+    rc = cli.main(["dpo", f"model={pico_model_dir}", f"pairs={dpo_pairs_file(tmp_path / 'pairs.jsonl')}", f"output={out}",
                    "max_steps=6", "per_device_train_batch_size=2", "save_steps=1", "logging_steps=1",
                    "learning_rate=1e30"])
     assert rc == 2
