@@ -147,19 +147,15 @@ def save_trained(trainer, tokenizer, out_dir: str | Path, metadata: dict | None 
     temp folder onto the output and half the runs ended with a folder without weights.
     """
     acc = getattr(trainer, "accelerator", None)
-    if acc is None or acc.num_processes == 1:
+    several = acc is not None and acc.num_processes > 1
+    state = acc.get_state_dict(trainer.model) if several else None  # collective: every process calls it
+    if not several or acc.is_main_process:
         model = acc.unwrap_model(trainer.model) if acc is not None else trainer.model
-        save_checkpoint(model, tokenizer, out_dir, metadata, write_extra=write_extra)
+        save_checkpoint(model, tokenizer, out_dir, metadata, write_extra=write_extra, state_dict=state)
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
-        return Path(out_dir)
-    state = acc.get_state_dict(trainer.model)
-    if acc.is_main_process:
-        save_checkpoint(acc.unwrap_model(trainer.model), tokenizer, out_dir, metadata, write_extra=write_extra,
-                        state_dict=state)
-        if cleanup is not None:
-            shutil.rmtree(cleanup, ignore_errors=True)
-    acc.wait_for_everyone()
+    if several:
+        acc.wait_for_everyone()
     return Path(out_dir)
 
 
