@@ -317,6 +317,53 @@ def test_tags_name_each_term_and_each_step_finds_its_term(pseed: int, level: int
         assert head[1] == TAGS[k + 1] and head[2] == terms[k + 1]  # the letter after the last step's, its term
 
 
+@SETTINGS
+@given(st.integers(0, 10**6), st.sampled_from(sorted(LEVELS)), st.integers(0, 2**32), writer_configs)
+def test_compact_steps_state_each_operation_as_one_fact(pseed: int, level: int, seed: int, cfg: WriterConfig) -> None:
+    """columns=False (the default world's Long): the same thoughts and marks as the column form; each
+    step, re-check and alternative states its operation as one true fact instead of column work."""
+    import dataclasses
+
+    from hybridcot.longshort.dialogues import world_ops
+
+    p = make_problem(random.Random(pseed), level, "p")
+    cols = write_long(p, random.Random(seed), cfg)
+    compact = write_long(p, random.Random(seed), dataclasses.replace(cfg, columns=False))
+    assert [(t.kind, t.redundant) for t in cols] == [(t.kind, t.redundant) for t in compact]
+    assert world_ops(long_text(cols)) == world_ops(long_text(compact))
+    assert compact[0].text == cols[0].text and compact[-1].text == cols[-1].text
+    totals = partial_totals(p.operands, p.ops)
+    steps = [t for t in compact if t.kind == "step"]
+    for k, t in enumerate(steps):
+        fact = f"{totals[k]}{p.ops[k]}{p.operands[k + 1]}={totals[k + 1]}"
+        rest = r"(?: Now we have " + EXPR + r"\.)?"
+        assert re.fullmatch(r"(?:[A-Z][a-z]+,|Wait, we still need to (?:add|subtract) \d+\.) " + re.escape(fact)
+                            + r"\." + rest, t.text), t.text
+    for c, t in zip(cols, compact):
+        if t.kind == "step":
+            assert len(t.text) < len(c.text)  # the column work is gone
+        if t.kind == "verify":
+            a = re.fullmatch(r"Let me double-check (\d+)([+-])(\d+): \1\2\3=(\d+)\. Yes, \4\.", t.text)
+            assert a, t.text
+        elif t.kind == "alternative":
+            a = re.fullmatch(r"Alternatively, (\d+)\+(\d+): \1\+\2=(\d+), the same \3\.", t.text)
+            assert a and int(a[1]) + int(a[2]) == int(a[3]), t.text
+
+
+def test_compact_long_text_example() -> None:
+    p = WorldProblem("x", 2, [12, 7, 4], ["+", "-"])
+    cfg = WriterConfig(p_verify=1, p_alternative=0, p_wait_step=1, columns=False)
+    assert long_text(write_long(p, random.Random(0), cfg)) == (
+        "Okay, let me work out 12+7-4 one operation at a time; the last term is -4.\n\n"
+        "First, 12+7=19.\n\n"
+        "Let me double-check 12+7: 12+7=19. Yes, 19.\n\n"
+        "Wait, we still need to subtract 4. 19-4=15.\n\n"
+        "Let me double-check 19-4: 19-4=15. Yes, 15.\n\n"
+        "So the answer is \\boxed{15}.")
+    alt = write_long(p, random.Random(0), WriterConfig(p_verify=0, p_alternative=1, p_wait_step=0, columns=False))
+    assert alt[2].text == "Alternatively, 7+12: 7+12=19, the same 19."
+
+
 def test_default_writer_mixes_all_kinds() -> None:
     rng = random.Random(0)
     kinds: dict[str, int] = {}
@@ -454,3 +501,31 @@ def test_build_config_refuses_head_dims_vllm_cpu_cannot_run(hidden: int, heads: 
     with pytest.raises(ValueError, match="head_dim|divisible"):
         WorldBuildConfig(preset="default", hidden_size=hidden, num_heads=heads)
     assert WorldBuildConfig(preset="default", hidden_size=128, num_heads=4).num_heads == 4
+
+
+def test_writer_options_reach_the_data_and_the_config_hash() -> None:
+    import dataclasses
+    import hashlib
+    import json
+
+    from hybridcot.data.world_models import WORLD_VERSION, WorldBuildConfig, world_data
+
+    base = WorldBuildConfig(preset="tiny")
+    # fields added after v7, at the value v7 used, leave the hash (and so the cached models) as they were
+    legacy = dataclasses.asdict(base)
+    for k in ("long_columns", "p_verify", "p_alternative", "output", "force", "eval_backend"):
+        legacy.pop(k)
+    legacy["world_version"] = WORLD_VERSION
+    assert base.fingerprint() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:12]
+    compact = WorldBuildConfig(preset="tiny", long_columns=False, p_verify=1.0)
+    other = WorldBuildConfig(preset="tiny", p_alternative=0.5)
+    assert len({base.fingerprint(), compact.fingerprint(), other.fingerprint()}) == 3
+    _, _, th_cols = world_data(base)
+    _, _, th_compact = world_data(compact)
+    steps = [t.text for th in th_compact for t in th if t.kind == "step"]
+    assert steps and all(":" not in s for s in steps)  # one fact per step, no column work
+    assert all(any(t.kind == "step" and ":" in t.text for t in th) for th in th_cols)
+    # p_verify=1: every step is re-checked
+    assert all(sum(t.kind == "verify" for t in th) == sum(t.kind == "step" for t in th) for th in th_compact)
+    with pytest.raises(ValueError, match="p_verify"):
+        WorldBuildConfig(preset="tiny", p_verify=1.5)

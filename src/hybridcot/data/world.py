@@ -1,17 +1,19 @@
 """The embedded reasoning world: multi-step arithmetic with difficulty levels 1-5.
 
-A problem is a chain of additions and subtractions ("What is 47 + 38 - 12 + 5?"); the level sets
-how many operands there are and how many digits they have. Two solution writers follow the
+A problem is a chain of additions and subtractions of one-digit numbers ("What is 4+8-3+5?"); the
+level sets how many operands there are (two to six). Two solution writers follow the
 conventions of real reasoning models:
 
-* **long**: thoughts separated by blank lines. A plan, one thought per operation done column by
-  column (each column is a one-digit fact, so a tiny model can get every step right), reflection
-  thoughts that open with "Wait,", "Let me double-check", "Alternatively," and a final
-  `\\boxed{}`. Re-verifications and alternatives are *redundant* (removing them changes nothing)
-  and the generator records that; "Wait, we still need to ..." thoughts carry a real step and are
-  not redundant. Long⊗Short's importance estimator is checked against these marks.
+* **long**: thoughts separated by blank lines. A plan, one thought per operation (as one fact,
+  "Next, 13+7=20.", in the default world; `WriterConfig.columns` spells each one out column by
+  column), reflection thoughts that open with "Wait,", "Let me double-check", "Alternatively," and a
+  final `\\boxed{}`. Re-verifications and alternatives are *redundant* (removing them changes
+  nothing) and the generator records that; "Wait, we still need to ..." thoughts carry a real step
+  and are not redundant. Long⊗Short's importance estimator is checked against these marks.
 * **short**: the whole chain in one line and the boxed answer: correct only if the model can do
-  the arithmetic in its head, which a tiny model can for one small operation and not for five.
+  the arithmetic in its head, which a tiny model can for one small operation and not for five
+  (`write_short(stepwise=True)` keeps running totals instead, which a tiny model can: long thinking
+  then helps nothing).
 
 So long thinking helps exactly on the hard problems, the premise both methods build on.
 """
@@ -169,6 +171,10 @@ class WriterConfig:
     p_wait_step: float = 0.25  # phrase a step as "Wait, we still need to ..." (not redundant)
     rewrite: bool = False  # end each step with what is left ("Now we have 11 - 4 + 4."), a scratchpad
     tags: bool = False  # the plan lists the terms under letters ("A 4, B +9, C -3"), each step names its letter
+    # Each operation spelled out column by column ("13+7: 3+7=10, 1+0+1=2, so 13+7=20."). False: the
+    # operation as one fact ("First, 13+7=20."), the running total a short-CoT model also keeps, so
+    # what makes Long long is the explicit steps and the reflections, not a harder arithmetic format.
+    columns: bool = True
 
 
 def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = None) -> list[Thought]:
@@ -190,6 +196,8 @@ def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = N
     total = p.operands[0]
     for k, (op, x) in enumerate(zip(p.ops, p.operands[1:])):
         work, new = column_work(total, op, x)
+        if not cfg.columns:
+            work = f"{total}{op}{x}={new}"
         verb = "add" if op == "+" else "subtract"
         wait = k > 0 and rng.random() < cfg.p_wait_step
         if cfg.tags:
@@ -198,13 +206,14 @@ def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = N
             head = f"Wait, we still need to {verb} {x}." if wait else f"{ORDINALS[k]},"
         rest = format_expr([new] + p.operands[k + 2:], p.ops[k + 1:])
         left = f" Now we have {rest}." if cfg.rewrite and k + 1 < len(p.ops) else ""
-        thoughts.append(Thought(f"{head} {total}{op}{x}: {work}, so {total}{op}{x}={new}.{left}", "step"))
+        body = f"{total}{op}{x}: {work}, so {total}{op}{x}={new}" if cfg.columns else work
+        thoughts.append(Thought(f"{head} {body}.{left}", "step"))
         r = rng.random()
         if r < cfg.p_verify:
             thoughts.append(Thought(f"Let me double-check {total}{op}{x}: {work}. Yes, {new}.", "verify",
                                     redundant=True))
         elif op == "+" and r < cfg.p_verify + cfg.p_alternative:
-            alt, _ = column_add(x, total)
+            alt = column_add(x, total)[0] if cfg.columns else f"{x}+{total}={new}"
             thoughts.append(Thought(f"Alternatively, {x}+{total}: {alt}, the same {new}.", "alternative",
                                     redundant=True))
         total = new

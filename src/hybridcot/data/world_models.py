@@ -36,7 +36,7 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(n_train=10, n_test=20, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=192,
                  base_steps=150, long_steps=80, short_steps=30, batch_size=16, lr=3e-3, ft_lr=1.5e-3,
                  max_new_tokens=256, init_std=0.02, finish_share=0.0, scratchpad=False, tags=False,
-                 short_stepwise=False),
+                 short_stepwise=False, long_columns=True, p_verify=0.3, p_alternative=0.2),
     # the demo and the benchmarks (see the foundation issue for the accuracy/length checks).
     "default": dict(n_train=24000, n_test=500, hidden_size=64, num_layers=4, num_heads=2, intermediate_size=256,
                     # lr 1.5e-3 at batch 32: in a copy drill 6e-3 and 3e-3 never learned to copy the
@@ -45,8 +45,21 @@ PRESETS: dict[str, dict] = {
                     # Short 87% of level 1 at 1200 steps against 28% at 400 (30 problems per level).
                     base_steps=1500, long_steps=2000, short_steps=1200, batch_size=32, lr=1.5e-3, ft_lr=1.5e-3,
                     max_new_tokens=384, init_std=0.02, finish_share=0.5, scratchpad=False, tags=True,
-                    short_stepwise=True),
+                    short_stepwise=True, long_columns=True, p_verify=0.3, p_alternative=0.2),
+    # Tried at stop 13 and not kept (2026-11-23, seed 0, 500 test problems):
+    # * compact long steps + one-step Short + gentle fine-tunes (base_steps=2500 long_steps=400
+    #   short_steps=400 ft_lr=3e-4 tags=false short_stepwise=false long_columns=false p_verify=0.55
+    #   p_alternative=0.3): Long 21.8% (it got one-fact sums such as 8+7 wrong; column work is what
+    #   makes each fact one digit), Short 28.6%, 13 min.
+    # * the v7 base trained 1500 more steps on both styles: greedy (Short's style) 92%, 80% on level 5;
+    #   Short fine-tuned from it 300 steps at 3e-4: 95%, Long 51%. Given the same training, Short's
+    #   running totals beat Long's column work on every level: the v7 premise rests on Short's shorter
+    #   fine-tune. Merging those two: alpha 0.3-0.6 kept Short's style (88-77%), 0.7-0.9 Long's (45-52%).
 }
+
+
+# Config fields added after world v7 at the value v7 builds used (the writer's defaults).
+_ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2}
 
 
 @dataclass
@@ -74,6 +87,11 @@ class WorldBuildConfig:
                                          "names its letter: a step finds its operand by letter instead of counting")
     short_stepwise: bool | None = field(None, help="Short keeps one running total per operation (\"Quickly: 4+9=13, "
                                                    "13-3=10.\") instead of the whole chain in one step")
+    long_columns: bool | None = field(None, help="long steps spell each operation out column by column (\"13+7: 3+7=10, "
+                                                 "1+0+1=2, so 13+7=20.\"); False: one fact per step (\"Next, 13+7=20.\")")
+    p_verify: float | None = field(None, help="long writer: chance that a step is re-checked (a redundant thought)")
+    p_alternative: float | None = field(None, help="long writer: chance that an addition is redone the other way "
+                                                   "round (redundant), when not re-checked")
     finish_share: float | None = field(None, help="share of training problems that also teach Short to finish a "
                                                   "partial long solution (Long⊗Short's rollout model)")
     max_new_tokens: int | None = field(None, help="generation cap when evaluating")
@@ -90,6 +108,8 @@ class WorldBuildConfig:
             raise ValueError("hidden_size must be divisible by num_heads")
         if min(self.n_train, self.n_test, self.base_steps, self.batch_size) <= 0:
             raise ValueError("n_train, n_test, base_steps and batch_size must be positive")
+        if not (0.0 <= self.p_verify <= 1.0 and 0.0 <= self.p_alternative <= 1.0):
+            raise ValueError(f"p_verify and p_alternative must be in [0, 1], got {self.p_verify}, {self.p_alternative}")
         if not 0.0 <= self.finish_share <= 1.0:
             raise ValueError(f"finish_share must be in [0, 1], got {self.finish_share}")
         if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 32:
@@ -103,6 +123,9 @@ class WorldBuildConfig:
         d = config_dict(self)
         for k in ("output", "force", "eval_backend"):
             d.pop(k)
+        for k, v in _ADDED_AT_DEFAULT.items():  # added after v7: hashed only when changed, so v7 caches stay valid
+            if d[k] == v:
+                d.pop(k)
         d["world_version"] = WORLD_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -145,7 +168,8 @@ def world_data(cfg: WorldBuildConfig) -> tuple[list[W.WorldProblem], list[W.Worl
     test_exprs = {p.expression for p in test if p.level > 1}
     train = [p for p in W.generate_problems(cfg.n_train, cfg.seed, "train") if p.expression not in test_exprs]
     rng = random.Random(f"writer:{cfg.seed}")
-    wcfg = W.WriterConfig(rewrite=cfg.scratchpad, tags=cfg.tags)
+    wcfg = W.WriterConfig(rewrite=cfg.scratchpad, tags=cfg.tags, columns=cfg.long_columns, p_verify=cfg.p_verify,
+                          p_alternative=cfg.p_alternative)
     thoughts = [W.write_long(p, rng, wcfg) for p in train]
     return train, test, thoughts
 

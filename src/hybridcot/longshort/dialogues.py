@@ -64,12 +64,18 @@ TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE, RETHINK_CLOSE)
 # ---------------------------------------------------------------- the embedded world's writer
 
 _OP = re.compile(r"\bso (-?\d+)([+-])(\d+)=(-?\d+)\.")
+# the compact step (WriterConfig.columns=False): "Next, 13+7=20." / "Wait, we still need to add 7. 13+7=20."
+_OP_COMPACT = re.compile(r"^(?:[A-Z][a-z]+,(?: [A-F] [+-]\d+\.)?|Wait, we still need(?: to (?:add|subtract) \d+| [A-F] "
+                         r"[+-]\d+)\.) (-?\d+)([+-])(\d+)=(-?\d+)\.", re.M)
 _WORLD_THOUGHT = re.compile(r"(Okay, let me work out |Let me double-check |Alternatively, |So the answer is \\boxed\{)")
 
 
 def world_ops(text: str) -> list[tuple[int, str, int, int]]:
-    """The operations a world step performed: (a, op, b, result) for each "so a+b=result."."""
-    return [(int(a), op, int(b), int(c)) for a, op, b, c in _OP.findall(text)]
+    """The operations world steps performed, in order: (a, op, b, result) for each "so a+b=result." (the
+    column form) or each step that opens a thought with "Next, a+b=result." (the compact form)."""
+    found = sorted([(m.start(), m.groups()) for m in _OP.finditer(text)]
+                   + [(m.start(), m.groups()) for m in _OP_COMPACT.finditer(text)])
+    return [(int(a), op, int(b), int(c)) for _, (a, op, b, c) in found]
 
 
 def is_world_thought(text: str) -> bool:
