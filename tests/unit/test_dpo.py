@@ -83,6 +83,19 @@ def test_dpo_step_changes_every_parameter(tmp_path: Path, pico_model_dir: Path) 
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+def test_dpo_sft_weight_adds_the_chosen_nll(tmp_path: Path, pico_model_dir: Path) -> None:
+    """sft_weight w adds w x (NLL of the chosen response) to the sigmoid loss: at step one (policy = ref,
+    sigmoid loss = ln 2) the logged loss is ln 2 + w x nll, so the excess doubles with w."""
+    pairs = _pairs_file(tmp_path / "pairs.jsonl")
+    excess = {}
+    for w in (0.5, 1.0):
+        out = tmp_path / f"dpo-{w}"
+        run_dpo(DPOStageConfig(model=str(pico_model_dir), pairs=str(pairs), output=str(out), sft_weight=w, **ONE_STEP))
+        excess[w] = json.loads((out / "train_log.json").read_text())["log"][0]["loss"] - math.log(2)
+    assert excess[0.5] > 0.5  # an untrained pico model's NLL per token is several nats
+    assert excess[1.0] == pytest.approx(2 * excess[0.5], rel=1e-3)
+
+
 def test_dpo_resumes_from_trl_checkpoint(tmp_path: Path, pico_model_dir: Path,
                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     import hybridcot.adar1.dpo as dpo
@@ -163,6 +176,7 @@ def test_load_rows_drops_metadata_columns(tmp_path: Path) -> None:
     (DPOStageConfig, {"beta": 0}, "beta must be > 0"),
     (DPOStageConfig, {"loss_type": "nope"}, "loss_type must be one of"),
     (DPOStageConfig, {"max_steps": 0}, "max_steps must be > 0 or -1"),
+    (DPOStageConfig, {"sft_weight": -1.0}, "sft_weight must be >= 0"),
     (SFTStageConfig, {"warmup_ratio": 1.0}, "warmup_ratio must be in"),
     (SFTStageConfig, {"per_device_train_batch_size": 0}, "per_device_train_batch_size must be >= 1"),
 ])

@@ -45,6 +45,8 @@ class DPOStageConfig:
     output: str = field("", help="output checkpoint folder (TRL's resumable checkpoints go to <output>.trl/)")
     beta: float = field(0.05, help="DPO β: strength of the pull towards the reference (METHODS.md: 0.05 small models)")
     loss_type: str = field("sigmoid", help=f"DPO loss: {' | '.join(LOSS_TYPES)} (paper: sigmoid)")
+    sft_weight: float = field(0.0, help="weight of an NLL (SFT) term on the chosen responses added to the DPO loss "
+                                        "(TRL loss_type [..., 'sft'], as RPO); 0 = the paper's pure DPO")
     learning_rate: float = field(5e-7, help="peak learning rate (paper: 5e-7; tiny-world recipes raise it)")
     num_train_epochs: float = field(2.0, help="epochs over the pairs (paper: 2); ignored when max_steps > 0")
     max_steps: int = field(-1, help="optimizer steps; -1 = run num_train_epochs")
@@ -71,6 +73,8 @@ class DPOStageConfig:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {self.loss_type!r}")
+        if self.sft_weight < 0:
+            raise ValueError(f"sft_weight must be >= 0, got {self.sft_weight}")
         check_training_fields(self)
 
 
@@ -227,7 +231,9 @@ def run_dpo(cfg: DPOStageConfig) -> dict:
     from hybridcot.training import LossHistory, trl_dir
 
     tok, model = load_model(cfg.model)
-    args = DPOConfig(beta=cfg.beta, loss_type=[cfg.loss_type], **trainer_args(cfg, trl_dir(cfg.output)))
+    losses = dict(loss_type=[cfg.loss_type, "sft"], loss_weights=[1.0, cfg.sft_weight]) if cfg.sft_weight > 0 \
+        else dict(loss_type=[cfg.loss_type])
+    args = DPOConfig(beta=cfg.beta, **losses, **trainer_args(cfg, trl_dir(cfg.output)))
     hist = LossHistory()
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tok, callbacks=[hist])
