@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybridcot.adar1.dpo import DPOStageConfig, load_rows, run_dpo
+from hybridcot.adar1.dpo import DPOStageConfig, likelihood_shift, load_rows, run_dpo
 from hybridcot.adar1.sft import SFTStageConfig, run_sft
 from hybridcot.data.world import generate_problems, long_text, write_long, write_short
 from hybridcot.generation import chat_prompt
@@ -73,6 +73,8 @@ def test_dpo_step_changes_every_parameter(tmp_path: Path, pico_model_dir: Path) 
     for key in REWARD_KEYS:
         assert key in entry and math.isfinite(entry[key])
     assert meta["stage"] == "dpo" and meta["steps"] == 1 and meta["rows"] == 4
+    shift = meta["logps_shift"]  # the logged log-probs of the one step, first = last
+    assert shift["chosen"] == [round(entry["logps/chosen"], 4)] * 2 and shift["chosen_fell"] is False
     assert json.loads((out / "hybridcot.json").read_text())["base_model"] == str(pico_model_dir)
     assert (out / "config.yaml").is_file() and (out / "tokenizer.json").is_file()
     assert not trl_dir(out).exists()  # TRL's checkpoints are dropped once the model is saved
@@ -81,6 +83,20 @@ def test_dpo_step_changes_every_parameter(tmp_path: Path, pico_model_dir: Path) 
     stamp = (out / "model.safetensors").stat().st_mtime_ns
     assert run_dpo(DPOStageConfig(model=str(pico_model_dir), pairs=str(pairs), output=str(out), **ONE_STEP)) == meta
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_likelihood_shift_flags_chosen_responses_that_became_less_likely() -> None:
+    def log(chosen, rejected):
+        return [{"loss": 0.6, "logps/chosen": c, "logps/rejected": r} for c, r in zip(chosen, rejected)]
+
+    # the v7 world's lr-1e-4 run, roughly: both fell
+    fell = likelihood_shift(log([-55, -54, -56, -50, -58, -57, -60], [-39, -40, -38, -60, -75, -78, -80]))
+    assert fell["chosen"] == [-55.0, -58.3333] and fell["rejected"] == [-39.0, -77.6667] and fell["chosen_fell"]
+    rose = likelihood_shift(log([-55, -54, -56, -50, -40, -30, -29], [-39, -40, -38, -60, -75, -78, -80]))
+    assert not rose["chosen_fell"]
+    assert not likelihood_shift(log([-55, -54, -56, -57], [-1] * 4))["chosen_fell"]  # within 5%
+    assert not likelihood_shift(log([-50, -90], [-1, -1]))["chosen_fell"]  # too few logs to tell
+    assert likelihood_shift([{"loss": 0.6}]) is None  # an SFT log has no log-probs
 
 
 def test_dpo_sft_weight_adds_the_chosen_nll(tmp_path: Path, pico_model_dir: Path) -> None:

@@ -180,7 +180,24 @@ def prepare_resume(cfg: Any, stage: str) -> tuple[bool, str | None]:
     return False, last
 
 
-def finish(cfg: Any, stage: str, trainer: Any, tok: Any, hist: Any, n_rows: int, t0: float) -> dict:
+def likelihood_shift(log: list[dict], window: int = 3) -> dict | None:
+    """How DPO moved the policy's log-probabilities of the chosen and the rejected responses: the mean
+    of the first and of the last `window` logged values of TRL's logps/chosen and logps/rejected.
+    `chosen_fell` flags likelihood displacement: the chosen responses became less likely too (by more
+    than 5% of their starting log-probability), which on the v7 world went with a collapsing model."""
+    rows = [e for e in log if "logps/chosen" in e and "logps/rejected" in e]
+    if not rows:
+        return None
+    first, last = rows[:window], rows[-window:]
+    mean = lambda es, k: sum(e[k] for e in es) / len(es)  # noqa: E731
+    out = {k: [round(mean(first, f"logps/{k}"), 4), round(mean(last, f"logps/{k}"), 4)] for k in ("chosen", "rejected")}
+    c0, c1 = out["chosen"]
+    out["chosen_fell"] = len(rows) > window and c1 < c0 - 0.05 * abs(c0)
+    return out
+
+
+def finish(cfg: Any, stage: str, trainer: Any, tok: Any, hist: Any, n_rows: int, t0: float,
+           extra_meta: dict | None = None) -> dict:
     """Save the trained model with train_log.json, config.yaml and hybridcot.json; drop `<output>.trl/`."""
     from hybridcot.training import check_finite, save_trained, trl_dir
 
@@ -190,7 +207,7 @@ def finish(cfg: Any, stage: str, trainer: Any, tok: Any, hist: Any, n_rows: int,
     summary = next((e for e in reversed(log) if "train_runtime" in e), {})
     meta = {"stage": stage, "base_model": str(cfg.model), "rows": n_rows, "steps": trainer.state.global_step,
             "final_loss": steps[-1]["loss"] if steps else None, "seconds": time.time() - t0,
-            "config": config_dict(cfg)}
+            "config": config_dict(cfg), **(extra_meta or {})}
 
     def extra(tmp: Path) -> None:
         write_json(tmp / "train_log.json", {"stage": stage, "steps": trainer.state.global_step, "log": steps,
@@ -240,8 +257,14 @@ def run_dpo(cfg: DPOStageConfig) -> dict:
     if resume:
         print(f"dpo: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
-    meta = finish(cfg, "dpo", trainer, tok, hist, len(rows), t0)
+    shift = likelihood_shift(hist.log_history or hist.logs)
+    meta = finish(cfg, "dpo", trainer, tok, hist, len(rows), t0, extra_meta={"logps_shift": shift})
     last = meta["final_loss"]
     print(f"dpo: {len(rows)} pairs, {meta['steps']} steps, final loss "
           f"{'n/a' if last is None else f'{last:.4f}'} in {meta['seconds']:.0f}s -> {cfg.output}")
+    if shift:
+        (c0, c1), (r0, r1) = shift["chosen"], shift["rejected"]
+        print(f"dpo: log-prob of chosen {c0:.1f} -> {c1:.1f}, rejected {r0:.1f} -> {r1:.1f}"
+              + (" -- the chosen responses became less likely too (likelihood displacement): a lower "
+                 "learning_rate or sft_weight > 0 counters it" if shift["chosen_fell"] else ""))
     return meta
