@@ -4,18 +4,20 @@ A problem is a chain of additions and subtractions of one-digit numbers ("What i
 level sets how many operands there are (two to six). Two solution writers follow the
 conventions of real reasoning models:
 
-* **long**: thoughts separated by blank lines. A plan, one thought per operation (as one fact,
-  "Next, 13+7=20.", in the default world; `WriterConfig.columns` spells each one out column by
-  column), reflection thoughts that open with "Wait,", "Let me double-check", "Alternatively," and a
-  final `\\boxed{}`. Re-verifications and alternatives are *redundant* (removing them changes
-  nothing) and the generator records that; "Wait, we still need to ..." thoughts carry a real step
-  and are not redundant. Long⊗Short's importance estimator is checked against these marks.
-* **short**: the whole chain in one line and the boxed answer: correct only if the model can do
-  the arithmetic in its head, which a tiny model can for one small operation and not for five
-  (`write_short(stepwise=True)` keeps running totals instead, which a tiny model can: long thinking
-  then helps nothing).
+* **long**: thoughts separated by blank lines. A plan, one thought per operation done column by
+  column (each column is a one-digit fact, so a tiny model can get every step right; with
+  `WriterConfig.columns=False`, the operation as one fact, "Next, 13+7=20."), reflection thoughts
+  that open with "Wait,", "Let me double-check", "Alternatively," and a final `\\boxed{}`.
+  Re-verifications and alternatives are *redundant* (removing them changes nothing) and the
+  generator records that; "Wait, we still need to ..." thoughts carry a real step and are not
+  redundant. Long⊗Short's importance estimator is checked against these marks.
+* **short**: a concise solution and the boxed answer: the whole chain in one step, in the head, or
+  (`stepwise`, the default world) one running total per operation.
 
-So long thinking helps exactly on the hard problems, the premise both methods build on.
+The premise both methods build on is that long thinking helps only on the hard problems. In the
+default world it holds because Short is fine-tuned for fewer steps than Long and loses track of
+running totals past four terms; measured at stop 13, Short fine-tuned for as many steps as Long from a
+longer-trained base solved 90% of level 5 and Long 51% (see `world_models.PRESETS`).
 """
 
 from __future__ import annotations
@@ -195,8 +197,10 @@ def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = N
                             "plan")]
     total = p.operands[0]
     for k, (op, x) in enumerate(zip(p.ops, p.operands[1:])):
-        work, new = column_work(total, op, x)
-        if not cfg.columns:
+        if cfg.columns:
+            work, new = column_work(total, op, x)
+        else:
+            new = total + x if op == "+" else total - x
             work = f"{total}{op}{x}={new}"
         verb = "add" if op == "+" else "subtract"
         wait = k > 0 and rng.random() < cfg.p_wait_step
