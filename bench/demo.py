@@ -134,5 +134,6 @@ def main() -> None:
           f"{summary['n_stages_timed']} stages timed ({summary['n_stages_cached']} cached); slowest: {top} "
           f"-> {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
 
+
 if __name__ == "__main__":
     main()
