@@ -513,7 +513,7 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
     base = WorldBuildConfig(preset="tiny")
     # fields added after v7, at the value v7 used, leave the hash (and so the cached models) as they were
     legacy = dataclasses.asdict(base)
-    for k in ("long_columns", "p_verify", "p_alternative", "output", "force", "eval_backend"):
+    for k in ("long_columns", "p_verify", "p_alternative", "long_level_repeats", "output", "force", "eval_backend"):
         legacy.pop(k)
     legacy["world_version"] = WORLD_VERSION
     assert base.fingerprint() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:12]
@@ -529,3 +529,27 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
     assert all(sum(t.kind == "verify" for t in th) == sum(t.kind == "step" for t in th) for th in th_compact)
     with pytest.raises(ValueError, match="p_verify"):
         WorldBuildConfig(preset="tiny", p_verify=1.5)
+
+
+def test_long_level_repeats_weight_longs_data_toward_hard_levels() -> None:
+    from collections import Counter
+
+    from hybridcot.data.world_models import WorldBuildConfig, repeat_by_level, world_data
+
+    base = WorldBuildConfig(preset="tiny", n_train=200)
+    heavy = WorldBuildConfig(preset="tiny", n_train=200, long_level_repeats=[1, 1, 1, 2, 3])
+    assert base.fingerprint() != heavy.fingerprint()
+    train, _, thoughts = world_data(heavy)
+    probs, ths = repeat_by_level(train, thoughts, heavy.long_level_repeats)
+    before, after = Counter(p.level for p in train), Counter(p.level for p in probs)
+    assert after == Counter({lv: n * heavy.long_level_repeats[lv - 1] for lv, n in before.items()})
+    # each problem keeps its own thoughts, and the order of first appearance is the original one
+    assert all(_boxed_answer(th) == p.answer for p, th in zip(probs, ths))
+    assert list(dict.fromkeys(p.id for p in probs)) == [p.id for p in train]
+    for bad in ([1, 1, 1, 1], [0, 1, 1, 1, 1]):
+        with pytest.raises(ValueError, match="long_level_repeats"):
+            WorldBuildConfig(preset="tiny", long_level_repeats=bad)
+
+
+def _boxed_answer(thoughts) -> int:
+    return int(thoughts[-1].text.split("boxed{")[1].split("}")[0])

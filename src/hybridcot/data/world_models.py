@@ -36,7 +36,8 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(n_train=10, n_test=20, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=192,
                  base_steps=150, long_steps=80, short_steps=30, batch_size=16, lr=3e-3, ft_lr=1.5e-3,
                  max_new_tokens=256, init_std=0.02, finish_share=0.0, scratchpad=False, tags=False,
-                 short_stepwise=False, long_columns=True, p_verify=0.3, p_alternative=0.2),
+                 short_stepwise=False, long_columns=True, p_verify=0.3, p_alternative=0.2,
+                 long_level_repeats=[1, 1, 1, 1, 1]),
     # the demo and the benchmarks (see the foundation issue for the accuracy/length checks).
     "default": dict(n_train=24000, n_test=500, hidden_size=64, num_layers=4, num_heads=2, intermediate_size=256,
                     # lr 1.5e-3 at batch 32: in a copy drill 6e-3 and 3e-3 never learned to copy the
@@ -45,7 +46,8 @@ PRESETS: dict[str, dict] = {
                     # Short 87% of level 1 at 1200 steps against 28% at 400 (30 problems per level).
                     base_steps=1500, long_steps=2000, short_steps=1200, batch_size=32, lr=1.5e-3, ft_lr=1.5e-3,
                     max_new_tokens=384, init_std=0.02, finish_share=0.5, scratchpad=False, tags=True,
-                    short_stepwise=True, long_columns=True, p_verify=0.3, p_alternative=0.2),
+                    short_stepwise=True, long_columns=True, p_verify=0.3, p_alternative=0.2,
+                    long_level_repeats=[1, 1, 1, 1, 1]),
     # Tried at stop 13 and not kept (2026-11-23, seed 0, 500 test problems):
     # * compact long steps + one-step Short + gentle fine-tunes (base_steps=2500 long_steps=400
     #   short_steps=400 ft_lr=3e-4 tags=false short_stepwise=false long_columns=false p_verify=0.55
@@ -59,7 +61,7 @@ PRESETS: dict[str, dict] = {
 
 
 # Config fields added after world v7 at the value v7 builds used (the writer's defaults).
-_ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2}
+_ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2, "long_level_repeats": [1, 1, 1, 1, 1]}
 
 
 @dataclass
@@ -92,6 +94,8 @@ class WorldBuildConfig:
     p_verify: float | None = field(None, help="long writer: chance that a step is re-checked (a redundant thought)")
     p_alternative: float | None = field(None, help="long writer: chance that an addition is redone the other way "
                                                    "round (redundant), when not re-checked")
+    long_level_repeats: list[int] | None = field(None, help="how many times each level's training problems "
+                                          "appear in Long's fine-tuning data (levels 1-5): more of the hard levels")
     finish_share: float | None = field(None, help="share of training problems that also teach Short to finish a "
                                                   "partial long solution (Long⊗Short's rollout model)")
     max_new_tokens: int | None = field(None, help="generation cap when evaluating")
@@ -103,13 +107,15 @@ class WorldBuildConfig:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         for k, v in PRESETS[self.preset].items():
             if getattr(self, k) is None:
-                setattr(self, k, v)
+                setattr(self, k, list(v) if isinstance(v, list) else v)
         if self.hidden_size % self.num_heads:
             raise ValueError("hidden_size must be divisible by num_heads")
         if min(self.n_train, self.n_test, self.base_steps, self.batch_size) <= 0:
             raise ValueError("n_train, n_test, base_steps and batch_size must be positive")
         if not (0.0 <= self.p_verify <= 1.0 and 0.0 <= self.p_alternative <= 1.0):
             raise ValueError(f"p_verify and p_alternative must be in [0, 1], got {self.p_verify}, {self.p_alternative}")
+        if len(self.long_level_repeats) != 5 or min(self.long_level_repeats) < 1:
+            raise ValueError(f"long_level_repeats must be 5 counts >= 1 (levels 1-5), got {self.long_level_repeats}")
         if not 0.0 <= self.finish_share <= 1.0:
             raise ValueError(f"finish_share must be in [0, 1], got {self.finish_share}")
         if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 32:
@@ -172,6 +178,12 @@ def world_data(cfg: WorldBuildConfig) -> tuple[list[W.WorldProblem], list[W.Worl
                           p_alternative=cfg.p_alternative)
     thoughts = [W.write_long(p, rng, wcfg) for p in train]
     return train, test, thoughts
+
+
+def repeat_by_level(train, thoughts, repeats: list[int]):
+    """Each problem (and its long thoughts) `repeats[level - 1]` times, in the original order."""
+    pairs = [(p, th) for p, th in zip(train, thoughts) for _ in range(repeats[p.level - 1])]
+    return [p for p, _ in pairs], [th for _, th in pairs]
 
 
 def _sft_rows(train, thoughts, style: str, finish_share: float = 0.0, seed: int = 0,
@@ -273,8 +285,8 @@ def build_world(cfg: WorldBuildConfig) -> Path:
             continue
         t = time.time()
         model = _new_model(cfg, tok) if parent is None else load_causal_lm(out / parent)
-        rows = _sft_rows(train, thoughts, style, cfg.finish_share if name == "short" else 0.0, cfg.seed,
-                         cfg.short_stepwise)
+        probs, ths = (train, thoughts) if name != "long" else repeat_by_level(train, thoughts, cfg.long_level_repeats)
+        rows = _sft_rows(probs, ths, style, cfg.finish_share if name == "short" else 0.0, cfg.seed, cfg.short_stepwise)
         model, losses[name] = sft_train(model, tok, rows, steps=steps,
                                         batch_size=cfg.batch_size, lr=lr, seed=cfg.seed, what=f"world {name}")
         save_checkpoint(model, tok, out / name, {**meta, "role": name, "style": style, "parent": parent,
