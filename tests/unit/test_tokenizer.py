@@ -135,3 +135,26 @@ def test_training_is_deterministic(tok: PreTrainedTokenizerBase, tmp_path: Path)
     assert again.get_vocab() == tok.get_vocab()
     t = long_text(write_long(generate_problems(1, seed=9)[0], random.Random(0)))
     assert again.encode(t) == tok.encode(t)
+
+
+def test_signed_digit_tokens_put_a_terms_digit_next_to_its_letter(tmp_path: Path) -> None:
+    from hybridcot.data.tokenizer import SIGNED_DIGITS
+    from hybridcot.data.world import WriterConfig
+
+    plain = train_tokenizer(_world_texts(150, seed=0), vocab_size=VOCAB)
+    signed = train_tokenizer(_world_texts(150, seed=0), vocab_size=VOCAB, signed_digits=True)
+    signed.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)  # as every later stage loads it (Qwen2Tokenizer)
+    listing = "A 7, B +8, C -9, D -5, E +6, F -1; the last is F."
+    assert plain.tokenize(" E +6")[-2:] == ["Ġ+", "6"]  # without them, the digit is two hops from its letter
+    for t in (signed, reloaded):
+        assert len(t) == len(plain) + 20
+        toks = t.tokenize(listing)
+        assert t.tokenize(" E +6")[-1] == " +6" and toks.count(" +8") == toks.count(" -1") == 1
+        assert toks[toks.index(" -1") - 1].endswith("F")
+        assert t.tokenize("7+8-9=6, 15-9: 5-9 borrow 6") == plain.tokenize("7+8-9=6, 15-9: 5-9 borrow 6")
+        assert t.convert_tokens_to_ids(SIGNED_DIGITS) == list(range(len(plain), len(plain) + 20))
+        rng = random.Random(3)
+        for p in generate_problems(30, seed=11):  # world texts still round-trip exactly
+            text = long_text(write_long(p, rng, WriterConfig(tags=True)))
+            assert t.decode(t.encode(text)) == text

@@ -30,8 +30,16 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Train the byte-level BPE (digits isolated) on `texts`; eos <|im_end|>, pad <|endoftext|>, left padding."""
+SIGNED_DIGITS = [f" {sign}{d}" for sign in "+-" for d in range(10)]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, signed_digits: bool = False) -> PreTrainedTokenizerFast:
+    """Train the byte-level BPE (digits isolated) on `texts`; eos <|im_end|>, pad <|endoftext|>, left padding.
+
+    `signed_digits`: add " +0" .. " -9" as whole tokens (the world's term list "A 4, B +9, C -3").
+    Measured at stop 14: a term's digit is then one hop from its letter instead of two, and the v7
+    Long model, adapted to them, solved level 5 at 82% instead of 30%. Digits elsewhere stay single.
+    """
     tok = Tokenizer(models.BPE())
     # Exactly Qwen2's pre-tokenizer: transformers loads any tokenizer saved beside a qwen2 config as
     # Qwen2Tokenizer and rebuilds this step, so anything else would tokenize differently at inference
@@ -50,4 +58,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
                                    pad_token="<|endoftext|>", unk_token=None, clean_up_tokenization_spaces=False,
                                    padding_side="left", model_max_length=2048)
     fast.chat_template = CHAT_TEMPLATE
+    if signed_digits:
+        fast.add_tokens(SIGNED_DIGITS)
     return fast

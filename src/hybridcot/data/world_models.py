@@ -37,7 +37,7 @@ PRESETS: dict[str, dict] = {
                  base_steps=150, long_steps=80, short_steps=30, batch_size=16, lr=3e-3, ft_lr=1.5e-3,
                  max_new_tokens=256, init_std=0.02, finish_share=0.0, scratchpad=False, tags=False,
                  short_stepwise=False, long_columns=True, p_verify=0.3, p_alternative=0.2,
-                 long_level_repeats=[1, 1, 1, 1, 1]),
+                 long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False),
     # the demo and the benchmarks (see the foundation issue for the accuracy/length checks).
     "default": dict(n_train=24000, n_test=500, hidden_size=64, num_layers=4, num_heads=2, intermediate_size=256,
                     # lr 1.5e-3 at batch 32: in a copy drill 6e-3 and 3e-3 never learned to copy the
@@ -47,7 +47,7 @@ PRESETS: dict[str, dict] = {
                     base_steps=1500, long_steps=2000, short_steps=1200, batch_size=32, lr=1.5e-3, ft_lr=1.5e-3,
                     max_new_tokens=384, init_std=0.02, finish_share=0.5, scratchpad=False, tags=True,
                     short_stepwise=True, long_columns=True, p_verify=0.3, p_alternative=0.2,
-                    long_level_repeats=[1, 1, 1, 1, 1]),
+                    long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False),
     # Tried at stop 13 and not kept (2026-11-23, seed 0, 500 test problems):
     # * compact long steps + one-step Short + gentle fine-tunes (base_steps=2500 long_steps=400
     #   short_steps=400 ft_lr=3e-4 tags=false short_stepwise=false long_columns=false p_verify=0.55
@@ -61,7 +61,8 @@ PRESETS: dict[str, dict] = {
 
 
 # Config fields added after world v7 at the value v7 builds used (the writer's defaults).
-_ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2, "long_level_repeats": [1, 1, 1, 1, 1]}
+_ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2, "long_level_repeats": [1, 1, 1, 1, 1],
+                     "signed_digits": False}
 
 
 @dataclass
@@ -96,6 +97,8 @@ class WorldBuildConfig:
                                                    "round (redundant), when not re-checked")
     long_level_repeats: list[int] | None = field(None, help="how many times each level's training problems "
                                           "appear in Long's fine-tuning data (levels 1-5): more of the hard levels")
+    signed_digits: bool | None = field(None, help="the tokenizer has one token per signed digit (\" +9\", \" -3\"), so "
+                                                  "a listed term's digit directly follows its letter")
     finish_share: float | None = field(None, help="share of training problems that also teach Short to finish a "
                                                   "partial long solution (Long⊗Short's rollout model)")
     max_new_tokens: int | None = field(None, help="generation cap when evaluating")
@@ -260,7 +263,7 @@ def build_world(cfg: WorldBuildConfig) -> Path:
     if not (tok_dir / "tokenizer.json").exists():
         texts = [W.user_prompt(p.problem) for p in train[:2000]] + [W.long_text(t) for t in thoughts[:2000]]
         texts += [W.write_short(p, cfg.short_stepwise) for p in train[:2000]]
-        tok = train_tokenizer(texts, cfg.vocab_size)
+        tok = train_tokenizer(texts, cfg.vocab_size, signed_digits=cfg.signed_digits)
         import os
         import shutil
         import tempfile
