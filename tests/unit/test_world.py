@@ -536,6 +536,7 @@ def test_long_level_repeats_weight_longs_data_toward_hard_levels() -> None:
     from collections import Counter
 
     from hybridcot.data.world_models import WorldBuildConfig, repeat_by_level, world_data
+    from hybridcot.grading import extract_boxed
 
     base = WorldBuildConfig(preset="tiny", n_train=200)
     heavy = WorldBuildConfig(preset="tiny", n_train=200, long_level_repeats=[1, 1, 1, 2, 3])
@@ -545,12 +546,9 @@ def test_long_level_repeats_weight_longs_data_toward_hard_levels() -> None:
     before, after = Counter(p.level for p in train), Counter(p.level for p in probs)
     assert after == Counter({lv: n * heavy.long_level_repeats[lv - 1] for lv, n in before.items()})
     # each problem keeps its own thoughts, and the order of first appearance is the original one
-    assert all(_boxed_answer(th) == p.answer for p, th in zip(probs, ths))
+    assert all(extract_boxed(th[-1].text) == str(p.answer) for p, th in zip(probs, ths))
     assert list(dict.fromkeys(p.id for p in probs)) == [p.id for p in train]
     for bad in ([1, 1, 1, 1], [0, 1, 1, 1, 1]):
         with pytest.raises(ValueError, match="long_level_repeats"):
             WorldBuildConfig(preset="tiny", long_level_repeats=bad)
 
-
-def _boxed_answer(thoughts) -> int:
-    return int(thoughts[-1].text.split("boxed{")[1].split("}")[0])

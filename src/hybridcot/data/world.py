@@ -17,7 +17,9 @@ conventions of real reasoning models:
 The premise both methods build on is that long thinking helps only on the hard problems. In the
 default world it holds because Short is fine-tuned for fewer steps than Long and loses track of
 running totals past four terms; measured at stop 13, Short fine-tuned for as many steps as Long from a
-longer-trained base solved 90% of level 5 and Long 51% (see `world_models.PRESETS`).
+longer-trained base solved 90% of level 5 and Long 51% (see `world_models.PRESETS`). Long, in turn,
+solves level 5 (98%) because the default tokenizer has one token per signed digit and its data repeats
+levels 4 and 5 (`WorldBuildConfig.signed_digits`, `long_level_repeats`).
 """
 
 from __future__ import annotations

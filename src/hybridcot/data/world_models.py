@@ -65,7 +65,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-# Config fields added after world v7 at the value v7 builds used (the writer's defaults).
+# Config fields added after world v7, at the value v7 builds used: left out of the hash at that value.
 _ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2, "long_level_repeats": [1, 1, 1, 1, 1],
                      "signed_digits": False}
 
