@@ -243,18 +243,51 @@ def finished_stage(output: str | Path, stage: str, force: bool = False) -> bool:
                          "(no hybridcot.json with its stage); choose a new folder or remove it")
 
 
+def tokenize_rows(tok, rows: list[dict], cache: dict[str, list[int]] | None = None) -> dict[str, list]:
+    """Conversational prompt/completion rows -> `input_ids` and `labels` (-100 on the prompt), the
+    columns TRL's SFTTrainer builds itself, computed the same way (chat template with the generation
+    prompt for the prompt, the whole conversation for prompt+completion, the completion starting
+    where the two token lists diverge) but tokenizing each distinct text once: `cache` (text -> ids)
+    can be shared between trainers of one process. The world build's three stages reuse most of
+    their texts (Long's and Short's rows are the base's; repeated levels repeat rows), which makes
+    tokenizing most of a stage's setup free. A test checks the columns equal TRL's own."""
+    from trl.data_utils import common_prefix_length
+
+    cache = {} if cache is None else cache
+    prompts = tok.apply_chat_template([r["prompt"] for r in rows], tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template([r["prompt"] + r["completion"] for r in rows], tokenize=False)
+    todo = list(dict.fromkeys(t for t in [*prompts, *full] if t not in cache))
+    if todo:
+        for text, enc in zip(todo, tok(todo, add_special_tokens=False)["input_ids"]):
+            cache[text] = enc
+    input_ids, labels = [], []
+    for p, f in zip(prompts, full):
+        p_ids, ids = cache[p], cache[f]
+        n = common_prefix_length(p_ids, ids)
+        input_ids.append(ids)
+        labels.append([-100] * n + ids[n:])
+    return {"input_ids": input_ids, "labels": labels}
+
+
 def sft_trainer(model, tok, rows: list[dict], *, output_dir: str | Path, steps: int | None = None,
                 batch_size: int, lr: float, seed: int, warmup_ratio: float = 0.05,
-                history: LossHistory | None = None, **sft_args: Any):
+                history: LossHistory | None = None, token_cache: dict[str, list[int]] | None = None,
+                **sft_args: Any):
     """A TRL `SFTTrainer` on prompt/completion rows (loss on the completion only), not yet trained.
 
     `steps` = optimizer steps (None: `num_train_epochs` from sft_args, default 1 epoch). Defaults
     are the world build's (no saving, cosine, group_by_length); `sft_args` override any SFTConfig
-    field. use_cpu/bf16 default to `device_flags()`: CPU only without CUDA.
+    field. use_cpu/bf16 default to `device_flags()`: CPU only without CUDA. With `token_cache` (a
+    dict, possibly shared between calls) the rows are tokenized by `tokenize_rows` instead of by
+    TRL: the same columns, each distinct text tokenized once.
     """
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    if token_cache is not None and rows and "prompt" in rows[0] and isinstance(rows[0]["prompt"], list):
+        dataset = Dataset.from_dict(tokenize_rows(tok, rows, token_cache))
+    else:
+        dataset = Dataset.from_list(rows)
     flags = device_flags(sft_args.pop("use_cpu", None), sft_args.pop("bf16", None))
     # The world build's schedule (fixed steps, integer warmup) is kept exactly: its models are cached by config.
     warmup = max(1, int(warmup_ratio * steps)) if steps else warmup_ratio
@@ -266,14 +299,14 @@ def sft_trainer(model, tok, rows: list[dict], *, output_dir: str | Path, steps: 
         disable_tqdm=not show_progress(), train_sampling_strategy="group_by_length", **flags,
     )
     args.update(sft_args)
-    return SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=Dataset.from_list(rows),
-                      processing_class=tok, callbacks=[history if history is not None else LossHistory()])
+    return SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset, processing_class=tok,
+                      callbacks=[history if history is not None else LossHistory()])
 
 
 def sft_train(model, tok, rows: list[dict], *, steps: int | None = None, batch_size: int, lr: float, seed: int,
               what: str, warmup_ratio: float = 0.05, output_dir: str | Path | None = None,
               resume_from: str | None = None, history: LossHistory | None = None,
-              **sft_args: Any) -> tuple[object, list[float]]:
+              token_cache: dict[str, list[int]] | None = None, **sft_args: Any) -> tuple[object, list[float]]:
     """SFT with TRL on prompt/completion rows (see `sft_trainer`). Returns (model, losses).
 
     Without `output_dir` nothing is kept on disk (the world build); with it TRL writes checkpoints
@@ -285,7 +318,8 @@ def sft_train(model, tok, rows: list[dict], *, steps: int | None = None, batch_s
         if output_dir is None:
             output_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="hybridcot-sft-"))
         trainer = sft_trainer(model, tok, rows, output_dir=output_dir, steps=steps, batch_size=batch_size, lr=lr,
-                              seed=seed, warmup_ratio=warmup_ratio, history=hist, **sft_args)
+                              seed=seed, warmup_ratio=warmup_ratio, history=hist, token_cache=token_cache,
+                              **sft_args)
         trainer.train(resume_from_checkpoint=resume_from)
     check_finite(hist, what)
     return trainer.model, hist.losses

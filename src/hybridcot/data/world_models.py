@@ -285,6 +285,7 @@ def build_world(cfg: WorldBuildConfig) -> Path:
 
     meta = {"world_version": WORLD_VERSION, "config": config_dict(cfg), "fingerprint": cfg.fingerprint()}
     losses: dict[str, list[float]] = {}
+    token_cache: dict[str, list[int]] = {}  # Long's and Short's rows reuse the base's texts
     stages = [("base", None, "both", cfg.base_steps, cfg.lr),
               ("long", "base", "long", cfg.long_steps, cfg.ft_lr),
               ("short", "base", "short", cfg.short_steps, cfg.ft_lr)]
@@ -296,7 +297,8 @@ def build_world(cfg: WorldBuildConfig) -> Path:
         probs, ths = (train, thoughts) if name != "long" else repeat_by_level(train, thoughts, cfg.long_level_repeats)
         rows = _sft_rows(probs, ths, style, cfg.finish_share if name == "short" else 0.0, cfg.seed, cfg.short_stepwise)
         model, losses[name] = sft_train(model, tok, rows, steps=steps,
-                                        batch_size=cfg.batch_size, lr=lr, seed=cfg.seed, what=f"world {name}")
+                                        batch_size=cfg.batch_size, lr=lr, seed=cfg.seed, what=f"world {name}",
+                                        token_cache=token_cache)
         save_checkpoint(model, tok, out / name, {**meta, "role": name, "style": style, "parent": parent,
                                                   "steps": steps, "losses": losses[name]})
         timings[f"train_{name}"] = time.time() - t
