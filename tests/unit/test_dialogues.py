@@ -131,6 +131,27 @@ def test_world_helpers() -> None:
     assert all(is_world_thought(t.text) for _, th in _world(10) for t in th)
 
 
+def test_world_writer_names_the_terms_a_short_turn_did() -> None:
+    steps = ["First, B +7. 5+7: 5+7=12, carry 1, so 5+7=12.",
+             "Let me double-check 5+7: 5+7=12. Yes, 12.",
+             "Next, C +4. 12+4: 2+4=6, 1+0+0=1, so 12+4=16.\n\nWait, we still need D -2. 16-2: 6-2=4, "
+             "1-0-0=1, so 16-2=14."]
+    assert world_writer(steps, {"answer": "14"}, False) == "5+7=12, 12+4=16, 16-2=14."
+    assert world_writer(steps, {"answer": "14"}, False, letters=True) == "B 5+7=12, C 12+4=16, D 16-2=14."
+    assert world_writer(steps, {"answer": "14"}, True, letters=True) == \
+        "B 5+7=12, C 12+4=16, D 16-2=14. The answer is \\boxed{14}."
+    # untagged steps (worlds built with tags=false) keep the plain totals
+    assert world_writer(["Next, 12-3: 2-3 borrow 9, 1-0-1=0, so 12-3=9."], {}, False, letters=True) == "12-3=9."
+    assert chain_text([(1, "+", 2, 3), (7, "-", 1, 6)], ["B", None]) == "B 1+2=3. 7-1=6."
+    # every generated step gets the letter its own text names
+    rng = random.Random(4)
+    for _ in range(50):
+        p = W.make_problem(rng, rng.randint(2, 5), "h")
+        th = [t.text for t in W.write_long(p, rng, W.WriterConfig(tags=True)) if t.kind == "step"]
+        text = world_writer(th, p.to_record(), False, letters=True)
+        assert re.findall(r"\b([A-F]) -?\d", text) == [re.search(r"\b([A-F]) [+-]\d\.", t).group(1) for t in th]
+
+
 def test_model_writer_for_other_cots() -> None:
     prompts: list[str] = []
 

@@ -13,7 +13,8 @@ non-final Short run whose concise text is empty (e.g. only re-checks, which the 
 is dropped and the Long turns around it become one. Every dialogue passes `protocol.check_dialogue`.
 
 Short writers (`writer=`): "world" parses the operations the run performed from the embedded
-world's steps ("so A+B=C.") and writes them as running totals "A+B=C, C-D=E." (as `world.write_short_span`),
+world's steps ("so A+B=C.") and writes them as running totals "A+B=C, C-D=E." (as `world.write_short_span`;
+with `letters`, the default, each total carries its term's letter where the steps name one: "C A+B=C"),
 the final turn ending "The answer is \\boxed{X}." (X: the run's own boxed answer, else its last
 result, else the record's answer); "model" asks a model to summarise the run (`model_writer`; a
 final turn without `\\boxed{}` gets "The answer is \\boxed{<answer>}." appended, the inputs being
@@ -30,6 +31,7 @@ redundant thoughts went, when the input carries `gold` marks) and `config.yaml`.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -83,23 +85,43 @@ def is_world_thought(text: str) -> bool:
     return bool(world_ops(text)) or bool(_WORLD_THOUGHT.match(text.strip()))
 
 
-def chain_text(ops: Sequence[tuple[int, str, int, int]]) -> str:
+def chain_text(ops: Sequence[tuple[int, str, int, int]], letters: Sequence[str | None] | None = None) -> str:
     """Operations as running totals "a+b=c, c-d=e." (a new sentence where one does not start from the
     last result): one total per operation, as the world's stepwise Short writes, which a tiny short
-    thinker can keep (it cannot add a chain of several numbers in its head)."""
-    chains: list[list[tuple[int, str, int, int]]] = []
-    for o in ops:
-        if chains and chains[-1][-1][3] == o[0]:
-            chains[-1].append(o)
+    thinker can keep (it cannot add a chain of several numbers in its head). With `letters` (one per
+    operation, None where unknown) each total is preceded by its term's letter: "B 4+9=13, C 13-3=10."."""
+    letters = list(letters) if letters is not None else [None] * len(ops)
+    chains: list[list[tuple[str | None, tuple[int, str, int, int]]]] = []
+    for o, letter in zip(ops, letters):
+        if chains and chains[-1][-1][1][3] == o[0]:
+            chains[-1].append((letter, o))
         else:
-            chains.append([o])
-    return " ".join(", ".join(f"{a}{op}{b}={c}" for a, op, b, c in chain) + "." for chain in chains)
+            chains.append([(letter, o)])
+    return " ".join(", ".join(f"{letter + ' ' if letter else ''}{a}{op}{b}={c}" for letter, (a, op, b, c) in chain)
+                    + "." for chain in chains)
 
 
-def world_writer(texts: list[str], rec: dict, final: bool) -> str:
-    """The world's concise Short turn for a run of thoughts (thoughts without an operation drop out)."""
-    ops = [o for t in texts for o in world_ops(t)]
-    text = chain_text(ops)
+_TERM = re.compile(r"\b([A-F]) [+-]\d+\.")
+
+
+def world_ops_lettered(text: str) -> tuple[list[tuple[int, str, int, int]], list[str | None]]:
+    """`world_ops` per step (blank-line separated) with the letter of the term the step names
+    ("Next, C +7. ...": C), None where it names none (untagged worlds)."""
+    ops, letters = [], []
+    for step in re.split(r"\n\s*\n", text):
+        found = world_ops(step)
+        m = _TERM.search(step)
+        ops += found
+        letters += [m.group(1) if m else None] * len(found)
+    return ops, letters
+
+
+def world_writer(texts: list[str], rec: dict, final: bool, letters: bool = False) -> str:
+    """The world's concise Short turn for a run of thoughts (thoughts without an operation drop out).
+    `letters`: name each operation's term ("B 5+7=12, C 12+4=16.") where the steps name it."""
+    pairs = [world_ops_lettered(t) for t in texts]
+    ops = [o for p in pairs for o in p[0]]
+    text = chain_text(ops, [x for p in pairs for x in p[1]] if letters else None)
     if final:
         boxed = extract_boxed("\n\n".join(texts))
         answer = boxed.strip() if boxed and boxed.strip() else str(ops[-1][3]) if ops else str(rec["answer"])
@@ -135,13 +157,14 @@ def generator_llm(gen: Any, params: Any) -> Callable[[str], str]:
     return lambda prompt: gen.generate([[{"role": "user", "content": prompt}]], params)[0][0].text
 
 
-def auto_writer(model: ShortWriter | None) -> Callable[[list[str]], tuple[str, ShortWriter]]:
-    """Pick (name, writer) for a record's thought texts: the world writer where they all are world
-    thoughts, else the model writer (an error when there is none)."""
+def auto_writer(model: ShortWriter | None, world: ShortWriter = world_writer) \
+        -> Callable[[list[str]], tuple[str, ShortWriter]]:
+    """Pick (name, writer) for a record's thought texts: the world writer (`world`) where they all are
+    world thoughts, else the model writer (an error when there is none)."""
 
     def pick(texts: list[str]) -> tuple[str, ShortWriter]:
         if all(is_world_thought(t) for t in texts):
-            return "world", world_writer
+            return "world", world
         if model is None:
             raise HybridcotError("thoughts are not embedded-world steps: give model= for the model writer")
         return "model", model
@@ -272,6 +295,9 @@ class DialoguesConfig:
     tau: float = field(0.0, help="a thought with importance s > tau goes to the Long thinker, verbatim")
     writer: str = field("auto", help="Short-turn writer: auto (world where the thoughts are world steps, else "
                                      "model) | world | model")
+    letters: bool = field(True, help="world writer: name each operation's term (\"B 5+7=12, C 12+4=16.\") where the "
+                                     "steps name it, so the next Long turn sees where the Short turn stopped (SFT pair on "
+                                     "the default world: 63.4% with, 59.4% without)")
     model: str = field("", help="checkpoint folder of the model writer (the Short model)")
     backend: str = field("auto", help="model writer: generation backend auto | hf | vllm")
     dtype: str = field("float32", help="model writer: model dtype")
@@ -341,7 +367,8 @@ def run_dialogues(cfg: DialoguesConfig, llm: Callable[[str], str] | None = None)
         gen = load_generator(cfg.model, backend=cfg.backend, dtype=cfg.dtype, progress=False)
         call = generator_llm(gen, SamplingConfig(max_tokens=cfg.max_tokens))
     model = model_writer(call) if call is not None else None
-    pick = auto_writer(model)
+    world = functools.partial(world_writer, letters=cfg.letters)
+    pick = auto_writer(model, world)
     count = token_counter(cfg.tokenizer) if cfg.tokenizer else None
     dialogues, sft = [], {LONG: [], SHORT: []}
     try:
@@ -352,7 +379,7 @@ def run_dialogues(cfg: DialoguesConfig, llm: Callable[[str], str] | None = None)
                 except HybridcotError as e:
                     raise HybridcotError(f"{cfg.input}: record {r['id']!r}: {e}") from None
             else:
-                name, writer = cfg.writer, world_writer if cfg.writer == "world" else model
+                name, writer = cfg.writer, world if cfg.writer == "world" else model
             turns, info = build_dialogue(r["thoughts"], r["s"], r, writer, cfg.tau)
             d = {k: r[k] for k in ("id", "sample", "problem", "answer", "level", "gold")}
             d.update({"turns": [t.to_record() for t in turns], "writer": name, **info,
