@@ -243,14 +243,17 @@ def finished_stage(output: str | Path, stage: str, force: bool = False) -> bool:
                          "(no hybridcot.json with its stage); choose a new folder or remove it")
 
 
-def tokenize_rows(tok, rows: list[dict], cache: dict[str, list[int]] | None = None) -> dict[str, list]:
+def tokenize_rows(tok, rows: list[dict], cache: dict[str, list[int]] | None = None,
+                  max_length: int | None = None) -> dict[str, list]:
     """Conversational prompt/completion rows -> `input_ids` and `labels` (-100 on the prompt), the
     columns TRL's SFTTrainer builds itself, computed the same way (chat template with the generation
     prompt for the prompt, the whole conversation for prompt+completion, the completion starting
     where the two token lists diverge) but tokenizing each distinct text once: `cache` (text -> ids)
     can be shared between trainers of one process. The world build's three stages reuse most of
     their texts (Long's and Short's rows are the base's; repeated levels repeat rows), which makes
-    tokenizing most of a stage's setup free. A test checks the columns equal TRL's own."""
+    tokenizing most of a stage's setup free. Sequences are cut to `max_length` (TRL's keep_start
+    truncation); `length` holds each one's length, for the length-grouped sampler. A test checks the
+    columns equal TRL's own."""
     from trl.data_utils import common_prefix_length
 
     cache = {} if cache is None else cache
@@ -264,9 +267,9 @@ def tokenize_rows(tok, rows: list[dict], cache: dict[str, list[int]] | None = No
     for p, f in zip(prompts, full):
         p_ids, ids = cache[p], cache[f]
         n = common_prefix_length(p_ids, ids)
-        input_ids.append(ids)
-        labels.append([-100] * n + ids[n:])
-    return {"input_ids": input_ids, "labels": labels}
+        input_ids.append(ids[:max_length])
+        labels.append(([-100] * n + ids[n:])[:max_length])
+    return {"input_ids": input_ids, "labels": labels, "length": [len(x) for x in input_ids]}
 
 
 def sft_trainer(model, tok, rows: list[dict], *, output_dir: str | Path, steps: int | None = None,
@@ -284,18 +287,21 @@ def sft_trainer(model, tok, rows: list[dict], *, output_dir: str | Path, steps: 
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    if token_cache is not None and rows and "prompt" in rows[0] and isinstance(rows[0]["prompt"], list):
-        dataset = Dataset.from_dict(tokenize_rows(tok, rows, token_cache))
+    flags = device_flags(sft_args.pop("use_cpu", None), sft_args.pop("bf16", None))
+    max_length = sft_args.pop("max_length", 1024)
+    own = token_cache is not None and bool(rows) and "prompt" in rows[0] and isinstance(rows[0]["prompt"], list)
+    if own:  # trainer-ready columns: TRL's per-row preparation pass is skipped
+        dataset = Dataset.from_dict(tokenize_rows(tok, rows, token_cache, max_length))
+        sft_args.setdefault("dataset_kwargs", {"skip_prepare_dataset": True})
     else:
         dataset = Dataset.from_list(rows)
-    flags = device_flags(sft_args.pop("use_cpu", None), sft_args.pop("bf16", None))
     # The world build's schedule (fixed steps, integer warmup) is kept exactly: its models are cached by config.
     warmup = max(1, int(warmup_ratio * steps)) if steps else warmup_ratio
     args = dict(
         output_dir=str(output_dir), max_steps=steps or -1, per_device_train_batch_size=batch_size,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=warmup, weight_decay=0.0,
         logging_steps=max(1, (steps or 200) // 20), save_strategy="no", report_to="none", seed=seed,
-        data_seed=seed, max_length=1024, completion_only_loss=True, dataloader_num_workers=0,
+        data_seed=seed, max_length=max_length, completion_only_loss=True, dataloader_num_workers=0,
         disable_tqdm=not show_progress(), train_sampling_strategy="group_by_length", **flags,
     )
     args.update(sft_args)

@@ -39,6 +39,33 @@ def test_tokenize_rows_equals_trls_own_columns(pico_model_dir: Path, tmp_path: P
             assert labels[n_prompt:] == ids[n_prompt:]
 
 
+def test_own_tokenization_trains_exactly_as_trls(pico_model_dir: Path) -> None:
+    """Same batches, same losses, same weights: the token cache changes only how fast setup is."""
+    import torch
+
+    from hybridcot.models import load_causal_lm, load_tokenizer
+    from hybridcot.training import sft_train
+
+    tok = load_tokenizer(pico_model_dir)
+    long_rows, short_rows = _rows(24)
+    rows = long_rows + short_rows
+    runs = []
+    for cache in (None, {}):
+        model, losses = sft_train(load_causal_lm(pico_model_dir), tok, rows, steps=3, batch_size=4, lr=1e-3,
+                                  seed=0, what="test", token_cache=cache)
+        runs.append((losses, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0] and len(runs[0][0]) == 3
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_tokenize_rows_cuts_to_max_length(pico_model_dir: Path) -> None:
+    from hybridcot.models import load_tokenizer
+
+    tok = load_tokenizer(pico_model_dir)
+    cols = tokenize_rows(tok, _rows(5)[0], max_length=40)
+    assert all(len(x) == 40 == n and len(y) == 40 for x, y, n in zip(cols["input_ids"], cols["labels"], cols["length"]))
+
+
 def test_tokenize_rows_tokenizes_each_text_once(pico_model_dir: Path) -> None:
     from hybridcot.models import load_tokenizer
 
