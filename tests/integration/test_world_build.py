@@ -14,7 +14,7 @@ def tiny_world(tmp_path_factory):
     from hybridcot.data.world_models import WorldBuildConfig, build_world
 
     out = tmp_path_factory.mktemp("world") / "tiny"
-    return build_world(WorldBuildConfig(preset="tiny", output=str(out), eval_backend="hf"))
+    return build_world(WorldBuildConfig(preset="tiny", output=str(out), eval_backend="hf", ft_batch_size=8))
 
 
 def test_world_build_writes_models_data_and_metrics(tiny_world):
@@ -31,6 +31,9 @@ def test_world_build_writes_models_data_and_metrics(tiny_world):
         assert all(len(t.strip("Ġ")) <= 1 or not any(c.isdigit() for c in t) for t in tok.convert_ids_to_tokens(ids))
     meta = json.loads((tiny_world / "long" / "hybridcot.json").read_text())
     assert meta["parent"] == "base" and meta["losses"] and all(x == x for x in meta["losses"])
+    # the base trains at batch_size, the two fine-tunes at ft_batch_size
+    sizes = {n: json.loads((tiny_world / n / "hybridcot.json").read_text())["batch_size"] for n in ("base", "long", "short")}
+    assert sizes == {"base": 16, "long": 8, "short": 8}
     m = json.loads((tiny_world / "metrics.json").read_text())
     assert set(m["checks"]) == {"long_accuracy_ge_0.85", "long_level5_accuracy_ge_0.70", "short_level1_accuracy_ge_0.90",
                                 "short_level5_accuracy_le_0.50", "long_tokens_ge_4x_short",
@@ -53,7 +56,8 @@ def test_second_build_reuses_everything(tiny_world):
     from hybridcot.data.world_models import WorldBuildConfig, build_world
 
     before = {p: p.stat().st_mtime_ns for p in tiny_world.rglob("*") if p.is_file()}
-    assert build_world(WorldBuildConfig(preset="tiny", output=str(tiny_world), eval_backend="hf")) == tiny_world
+    assert build_world(WorldBuildConfig(preset="tiny", output=str(tiny_world), eval_backend="hf",
+                                        ft_batch_size=8)) == tiny_world
     after = {p: p.stat().st_mtime_ns for p in tiny_world.rglob("*") if p.is_file()}
     assert before == after
 

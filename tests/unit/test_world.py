@@ -514,13 +514,14 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
     # fields added after v7, at the value v7 used, leave the hash (and so the cached models) as they were
     legacy = dataclasses.asdict(base)
     for k in ("long_columns", "p_verify", "p_alternative", "long_level_repeats", "signed_digits", "output", "force",
-              "eval_backend"):
+              "eval_backend", "ft_batch_size"):  # ft_batch_size: hashed only where it differs from batch_size
         legacy.pop(k)
     legacy["world_version"] = WORLD_VERSION
     assert base.fingerprint() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:12]
     compact = WorldBuildConfig(preset="tiny", long_columns=False, p_verify=1.0)
     other = WorldBuildConfig(preset="tiny", p_alternative=0.5)
-    assert len({base.fingerprint(), compact.fingerprint(), other.fingerprint()}) == 3
+    small_ft = WorldBuildConfig(preset="tiny", ft_batch_size=8)
+    assert len({base.fingerprint(), compact.fingerprint(), other.fingerprint(), small_ft.fingerprint()}) == 4
     _, _, th_cols = world_data(base)
     _, _, th_compact = world_data(compact)
     steps = [t.text for th in th_compact for t in th if t.kind == "step"]

@@ -1,6 +1,6 @@
 """`hybridcot world build`: the embedded world's tokenizer, base, Long and Short models, evaluated.
 
-    hybridcot world build                      # default preset (~32 min on 2 cores)
+    hybridcot world build                      # default preset (~15 min on 2 cores)
     hybridcot world build preset=tiny          # the preset tests use (~1 min)
 
 Pipeline: generate train/test problems -> train a byte-level BPE tokenizer on the world's text ->
@@ -34,7 +34,7 @@ PRESETS: dict[str, dict] = {
     # ~1-2 minutes: every stage runs for real in tests. It memorises a handful of training problems
     # (so some answers are right and preference pairs exist); it is not a capable model.
     "tiny": dict(n_train=10, n_test=20, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=192,
-                 base_steps=150, long_steps=80, short_steps=30, batch_size=16, lr=3e-3, ft_lr=1.5e-3,
+                 base_steps=150, long_steps=80, short_steps=30, batch_size=16, ft_batch_size=16, lr=3e-3, ft_lr=1.5e-3,
                  max_new_tokens=256, init_std=0.02, finish_share=0.0, scratchpad=False, tags=False,
                  short_stepwise=False, long_columns=True, p_verify=0.3, p_alternative=0.2,
                  long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False),
@@ -44,7 +44,15 @@ PRESETS: dict[str, dict] = {
                     # expression from the prompt; Long fine-tuned at 1.5e-3 (not 7.5e-4) solved L3/L4 60-80%.
                     # Steps: fine-tuned from the same base, Long solved 60% at 1200 steps against 44% at 900,
                     # Short 87% of level 1 at 1200 steps against 28% at 400 (30 problems per level).
-                    base_steps=1500, long_steps=2000, short_steps=1200, batch_size=32, lr=1.5e-3, ft_lr=1.5e-3,
+                    # Stop 15, for the 15-minute build (seed 0, 500 test problems): the models learn per step,
+                    # not per example. Long fine-tuned 2000 steps at batch 32/16/8: 99.4/99.6/97.6% (level 5
+                    # 98/98/100%) at 1/0.5/0.25 of the compute. The base is less forgiving: Long from a
+                    # batch-8 base (1500 steps) solved level 5 at 64%, from a batch-16 base at 100%; from a
+                    # batch-16 base of 1200 steps, Long at batch 16 x 1400 steps solved 46.6%. Short at
+                    # batch 8 from this base: 1500 steps 41.6% (levels 1-5 100/61/24/16/7), 2000 steps 79.6%
+                    # (100/100/96/82/20); from a batch-8 base, 3000 steps 93% (level 5 77%: too good).
+                    base_steps=1500, long_steps=2000, short_steps=2000, batch_size=16, ft_batch_size=8,
+                    lr=1.5e-3, ft_lr=1.5e-3,
                     max_new_tokens=384, init_std=0.02, finish_share=0.5, scratchpad=False, tags=True,
                     short_stepwise=True, long_columns=True, p_verify=0.3, p_alternative=0.2,
                     # Stop 14 (seed 0, 500 test problems): with one token per signed digit a term's digit is
@@ -72,7 +80,7 @@ _ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2
 
 @dataclass
 class WorldBuildConfig:
-    preset: str = field("default", help="size preset: 'tiny' (tests, ~1 min) or 'default' (demo, ~32 min)")
+    preset: str = field("default", help="size preset: 'tiny' (tests, ~1 min) or 'default' (demo, ~15 min)")
     seed: int = field(0, help="seed for problems, writers, initialisation and training")
     output: str = field("", help="output folder; empty = ~/.cache/hybridcot/world/<preset>-<config hash>")
     n_train: int | None = field(None, help="training problems (each gives a long and a short solution)")
@@ -85,7 +93,8 @@ class WorldBuildConfig:
     base_steps: int | None = field(None, help="optimizer steps for the base model (both styles)")
     long_steps: int | None = field(None, help="optimizer steps fine-tuning Long from base")
     short_steps: int | None = field(None, help="optimizer steps fine-tuning Short from base")
-    batch_size: int | None = field(None, help="training batch size")
+    batch_size: int | None = field(None, help="batch size of the base's training")
+    ft_batch_size: int | None = field(None, help="batch size fine-tuning Long and Short from the base")
     lr: float | None = field(None, help="peak learning rate of the base (cosine schedule, 5% warmup)")
     ft_lr: float | None = field(None, help="peak learning rate fine-tuning Long and Short from the base")
     init_std: float | None = field(None, help="initializer_range of the from-scratch model (HF default 0.02)")
@@ -118,8 +127,8 @@ class WorldBuildConfig:
                 setattr(self, k, list(v) if isinstance(v, list) else v)
         if self.hidden_size % self.num_heads:
             raise ValueError("hidden_size must be divisible by num_heads")
-        if min(self.n_train, self.n_test, self.base_steps, self.batch_size) <= 0:
-            raise ValueError("n_train, n_test, base_steps and batch_size must be positive")
+        if min(self.n_train, self.n_test, self.base_steps, self.batch_size, self.ft_batch_size) <= 0:
+            raise ValueError("n_train, n_test, base_steps, batch_size and ft_batch_size must be positive")
         if not (0.0 <= self.p_verify <= 1.0 and 0.0 <= self.p_alternative <= 1.0):
             raise ValueError(f"p_verify and p_alternative must be in [0, 1], got {self.p_verify}, {self.p_alternative}")
         if len(self.long_level_repeats) != 5 or min(self.long_level_repeats) < 1:
@@ -140,6 +149,8 @@ class WorldBuildConfig:
         for k, v in _ADDED_AT_DEFAULT.items():  # added after v7: hashed only when changed, so v7 caches stay valid
             if d[k] == v:
                 d.pop(k)
+        if d["ft_batch_size"] == d["batch_size"]:  # added at stop 15; builds before fine-tuned at batch_size
+            d.pop("ft_batch_size")
         d["world_version"] = WORLD_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -296,11 +307,12 @@ def build_world(cfg: WorldBuildConfig) -> Path:
         model = _new_model(cfg, tok) if parent is None else load_causal_lm(out / parent)
         probs, ths = (train, thoughts) if name != "long" else repeat_by_level(train, thoughts, cfg.long_level_repeats)
         rows = _sft_rows(probs, ths, style, cfg.finish_share if name == "short" else 0.0, cfg.seed, cfg.short_stepwise)
-        model, losses[name] = sft_train(model, tok, rows, steps=steps,
-                                        batch_size=cfg.batch_size, lr=lr, seed=cfg.seed, what=f"world {name}",
-                                        token_cache=token_cache)
+        bs = cfg.batch_size if parent is None else cfg.ft_batch_size
+        model, losses[name] = sft_train(model, tok, rows, steps=steps, batch_size=bs, lr=lr, seed=cfg.seed,
+                                        what=f"world {name}", token_cache=token_cache)
         save_checkpoint(model, tok, out / name, {**meta, "role": name, "style": style, "parent": parent,
-                                                  "steps": steps, "losses": losses[name]})
+                                                  "steps": steps, "batch_size": bs,
+                                                  "losses": losses[name]})
         timings[f"train_{name}"] = time.time() - t
         print(f"world build: trained {name} in {timings['train_' + name]:.0f}s "
               f"(loss {losses[name][0]:.3f} -> {losses[name][-1]:.3f})")
