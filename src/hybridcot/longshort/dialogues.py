@@ -14,7 +14,7 @@ is dropped and the Long turns around it become one. Every dialogue passes `proto
 
 Short writers (`writer=`): "world" parses the operations the run performed from the embedded
 world's steps ("so A+B=C.") and writes them as running totals "A+B=C, C-D=E." (as `world.write_short_span`;
-with `letters`, the default, each total carries its term's letter where the steps name one: "C A+B=C"),
+with `letters`, the default, each total carries its term's letter where the steps name one: "B A+B=C"),
 the final turn ending "The answer is \\boxed{X}." (X: the run's own boxed answer, else its last
 result, else the record's answer); "model" asks a model to summarise the run (`model_writer`; a
 final turn without `\\boxed{}` gets "The answer is \\boxed{<answer>}." appended, the inputs being
@@ -297,7 +297,7 @@ class DialoguesConfig:
                                      "model) | world | model")
     letters: bool = field(True, help="world writer: name each operation's term (\"B 5+7=12, C 12+4=16.\") where the "
                                      "steps name it, so the next Long turn sees where the Short turn stopped (SFT pair on "
-                                     "the default world: 63.4% with, 59.4% without)")
+                                     "the stop-14 world: 63.4% with, 59.4% without)")
     model: str = field("", help="checkpoint folder of the model writer (the Short model)")
     backend: str = field("auto", help="model writer: generation backend auto | hf | vllm")
     dtype: str = field("float32", help="model writer: model dtype")
