@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridcot.config import field, save_config
+from hybridcot.data.world import TAGS as TERM_LETTERS
 from hybridcot.grading import extract_boxed
 from hybridcot.io import HybridcotError, iter_jsonl, write_json, write_jsonl
 from hybridcot.longshort.protocol import (
@@ -101,7 +102,7 @@ def chain_text(ops: Sequence[tuple[int, str, int, int]], letters: Sequence[str |
                     + "." for chain in chains)
 
 
-_TERM = re.compile(r"\b([A-F]) [+-]\d+\.")
+_TERM = re.compile(rf"\b([{TERM_LETTERS}]) [+-]\d+\.")  # "C +7.": the term a tagged step names
 
 
 def world_ops_lettered(text: str) -> tuple[list[tuple[int, str, int, int]], list[str | None]]:
