@@ -44,6 +44,13 @@ def test_world_build_writes_models_data_and_metrics(tiny_world):
     # Long was fine-tuned on long solutions, Short on one-liners: their lengths must differ clearly
     assert m["long"]["mean_tokens"] > 1.5 * m["short"]["mean_tokens"]
     assert (tiny_world / "config.yaml").exists()
+    # the finisher: Short trained further to finish partial solutions, measured at five cuts
+    fin = json.loads((tiny_world / "finisher" / "hybridcot.json").read_text())
+    assert fin["parent"] == "short" and fin["finisher_config"] == {"finisher_steps": 20, "finisher_lr": 5e-4}
+    assert len(fin["losses"]) >= 1 and AutoModelForCausalLM.from_pretrained(tiny_world / "finisher")
+    curve = json.loads((tiny_world / "finisher" / "metrics.json").read_text())
+    assert set(curve["accuracy_by_cut"]) == {"problem", "empty", "after_plan", "halfway", "before_final", "whole"}
+    assert all(0.0 <= v <= 1.0 for v in curve["accuracy_by_cut"].values()) and curve["n_problems"] == 20
     thoughts = [json.loads(x) for x in (tiny_world / "data" / "train_long_thoughts.jsonl").read_text().splitlines()]
     assert len(thoughts) >= 1
     for r in thoughts:
@@ -75,3 +82,20 @@ def test_demo_summary_shape(tiny_world, tmp_path):
         assert set(r["per_level"]) == {"1", "2", "3", "4", "5"}
         assert set(r["per_level"]["1"]) >= {"accuracy", "mean_tokens"}
     assert (tmp_path / "demo" / "report").is_dir()
+
+
+def test_a_new_finisher_config_retrains_the_finisher_alone(tiny_world, tmp_path):
+    import shutil
+
+    from hybridcot.data.world_models import WorldBuildConfig, build_world
+
+    world = tmp_path / "tiny"
+    shutil.copytree(tiny_world, world)
+    before = {p.relative_to(world): p.stat().st_mtime_ns for p in world.rglob("*") if p.is_file()}
+    assert build_world(WorldBuildConfig(preset="tiny", output=str(world), eval_backend="hf", ft_batch_size=8,
+                                        finisher_steps=4)) == world
+    after = {p.relative_to(world): p.stat().st_mtime_ns for p in world.rglob("*") if p.is_file()}
+    changed = {str(p) for p in after if before.get(p) != after[p]}
+    assert changed and all(p.startswith("finisher/") for p in changed), changed
+    fin = json.loads((world / "finisher" / "hybridcot.json").read_text())
+    assert fin["finisher_config"]["finisher_steps"] == 4 and len(fin["losses"]) >= 1

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from hybridcot.data.world import FINISH_SUFFIX, generate_problems, write_long
+from hybridcot.data.world import EMPTY_PARTIAL, FINISH_SUFFIX, generate_problems, write_long
 from hybridcot.generation import SamplingConfig, chat_prompt
 from hybridcot.io import HybridcotError, read_json, read_jsonl, write_jsonl
 from hybridcot.longshort.importance import (
@@ -17,6 +17,7 @@ from hybridcot.longshort.importance import (
     accuracy_se,
     auroc,
     importance_scores,
+    importance_stats,
     run_importance,
 )
 
@@ -75,6 +76,11 @@ def test_scores_match_hand_values(tmp_path):
     g = stats["gold"]
     assert (g["n_redundant"], g["n_other"], g["auroc_other_vs_redundant"]) == (1, 2, 1.0)
     assert g["mean_s_redundant"] == pytest.approx(rec["s"][2])
+    # "s <= tau" as a redundancy detector: s = 0.19, 0.42, -0.36 (the redundant one)
+    assert (g["tau"], g["flagged_s_le_tau"], g["precision_s_le_tau"], g["recall_s_le_tau"]) == (0.0, 1, 1.0, 1.0)
+    g3 = importance_stats([rec], tau=0.3)["gold"]
+    assert (g3["flagged_s_le_tau"], g3["precision_s_le_tau"], g3["recall_s_le_tau"]) == (2, 0.5, 1.0)
+    assert importance_stats([rec], tau=-1.0)["gold"]["precision_s_le_tau"] is None  # nothing flagged
     assert stats["cost"]["prefill_saved"] == 0.0
     assert read_json(tmp_path / "out" / "stats.json") == stats and (tmp_path / "out" / "config.yaml").exists()
 
@@ -87,7 +93,9 @@ def test_finish_and_continue_prompts(tmp_path):
         return [[""] * n for _ in prompts]  # an empty rollout: only a prefix can hold the answer
 
     run_importance(_cfg(tmp_path, n=1), generator=CallableGenerator(record))
-    assert seen[0] == [{"role": "user", "content": chat_prompt("What is 40+2?")[0]["content"]}]
+    # the empty prefix keeps the finish form, so acc_0 and acc_1 come from one prompt
+    assert seen[0] == [{"role": "user", "content": f"What is 40+2?\n\nPartial solution:\n{EMPTY_PARTIAL}\n\n{FINISH_SUFFIX}"}]
+    assert chat_prompt("What is 40+2?")[0]["content"] not in seen[0][0]["content"]
     assert seen[2][0]["content"].startswith("What is 40+2?\n\nPartial solution:\nalpha one\n\nbeta two two")
     assert seen[2][0]["content"].endswith(FINISH_SUFFIX)
 

@@ -514,7 +514,9 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
     # fields added after v7, at the value v7 used, leave the hash (and so the cached models) as they were
     legacy = dataclasses.asdict(base)
     for k in ("long_columns", "p_verify", "p_alternative", "long_level_repeats", "signed_digits", "output", "force",
-              "eval_backend", "ft_batch_size"):  # ft_batch_size: hashed only where it differs from batch_size
+              "eval_backend", "ft_batch_size",  # ft_batch_size: hashed only where it differs from batch_size
+              "finisher_steps", "finisher_lr"):  # the finisher records its own config
+
         legacy.pop(k)
     legacy["world_version"] = WORLD_VERSION
     assert base.fingerprint() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:12]
@@ -522,6 +524,8 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
     other = WorldBuildConfig(preset="tiny", p_alternative=0.5)
     small_ft = WorldBuildConfig(preset="tiny", ft_batch_size=8)
     assert len({base.fingerprint(), compact.fingerprint(), other.fingerprint(), small_ft.fingerprint()}) == 4
+    # a different finisher reuses the world's base, Long and Short: same folder
+    assert WorldBuildConfig(preset="tiny", finisher_steps=7, finisher_lr=1e-3).fingerprint() == base.fingerprint()
     _, _, th_cols = world_data(base)
     _, _, th_compact = world_data(compact)
     steps = [t.text for th in th_compact for t in th if t.kind == "step"]
@@ -553,3 +557,46 @@ def test_long_level_repeats_weight_longs_data_toward_hard_levels() -> None:
         with pytest.raises(ValueError, match="long_level_repeats"):
             WorldBuildConfig(preset="tiny", long_level_repeats=bad)
 
+
+
+def test_finisher_rows_cover_every_cut_and_finish_from_there() -> None:
+    import random
+
+    from hybridcot.data.world import EMPTY_PARTIAL, finish_prompt, user_prompt, write_short_from
+    from hybridcot.data.world_models import finisher_rows
+
+    probs = generate_problems(400, seed=5)
+    rng = random.Random(0)
+    thoughts = [write_long(p, rng, WriterConfig(tags=True)) for p in probs]
+    rows = finisher_rows(probs, thoughts, seed=1, stepwise=True, n_rows=300)
+    assert len(rows) == 300 and rows == finisher_rows(probs, thoughts, seed=1, stepwise=True, n_rows=300)
+    by_prompt = {}
+    for p, th in zip(probs, thoughts):
+        by_prompt[user_prompt(p.problem)] = (p, th, -1)
+        for cut in range(len(th) + 1):
+            by_prompt[finish_prompt(p.problem, [t.text for t in th[:cut]])] = (p, th, cut)
+    kinds = {"bare": 0, "empty": 0, "middle": 0, "whole": 0}
+    for r in rows:
+        p, th, cut = by_prompt[r["prompt"][0]["content"]]  # every prompt is one the world can ask
+        text = r["completion"][0]["content"]
+        if cut < 0:
+            kinds["bare"] += 1
+            assert text == write_short(p, True)
+            continue
+        done = sum(t.kind == "step" for t in th[:cut])
+        assert text == write_short_from(p, done, True) and text.endswith(f"\\boxed{{{p.answer}}}.")
+        kinds["empty" if cut == 0 else "whole" if cut == len(th) else "middle"] += 1
+        if cut == len(th):  # the whole solution: only its answer is restated
+            assert text == f"The answer is \\boxed{{{p.answer}}}."
+        if cut == 0:
+            assert EMPTY_PARTIAL in r["prompt"][0]["content"]
+    assert all(v > 0 for v in kinds.values()), kinds
+    assert 0.2 < kinds["bare"] / 300 < 0.4  # bare_share 0.3
+
+
+def test_finish_prompt_keeps_one_form_for_every_prefix() -> None:
+    from hybridcot.data.world import EMPTY_PARTIAL, FINISH_SUFFIX, finish_prompt
+
+    empty, one = finish_prompt("What is 2+3?", []), finish_prompt("What is 2+3?", ["Okay."])
+    assert empty.replace(EMPTY_PARTIAL, "Okay.") == one
+    assert one.endswith(FINISH_SUFFIX) and one.startswith("What is 2+3?\n\nPartial solution:\n")

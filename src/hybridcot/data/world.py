@@ -268,11 +268,15 @@ FINISH_SUFFIX = "Finish it concisely and output the final answer within \\boxed{
 
 def finish_prompt(problem_text: str, prefix: list[str]) -> str:
     """The user message that asks a model to finish a partial solution (Long⊗Short's Monte Carlo
-    rollouts: "the short model asked to finish"). No prefix = the ordinary prompt, so acc_0 is the
-    rollout model's accuracy on the bare problem."""
-    if not prefix:
-        return user_prompt(problem_text)
-    return f"{problem_text}\n\nPartial solution:\n" + "\n\n".join(prefix) + f"\n\n{FINISH_SUFFIX}"
+    rollouts: "the short model asked to finish"). An empty prefix keeps the same form ("(nothing
+    yet)"), so every prefix's accuracy, acc_0 included, is measured with one prompt and e_1 is the
+    first thought's effect, not a change of prompt (measured at stop 16: with the ordinary prompt
+    for acc_0 the plan scored -0.43, with this form +0.06)."""
+    body = "\n\n".join(prefix) if prefix else EMPTY_PARTIAL
+    return f"{problem_text}\n\nPartial solution:\n{body}\n\n{FINISH_SUFFIX}"
+
+
+EMPTY_PARTIAL = "(nothing yet)"
 
 
 def write_short_from(p: WorldProblem, done: int, stepwise: bool = False) -> str:

