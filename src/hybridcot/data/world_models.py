@@ -7,7 +7,8 @@ Pipeline: generate train/test problems -> train a byte-level BPE tokenizer on th
 SFT a Qwen2-architecture base from scratch on both solution styles (TRL `SFTTrainer`) -> fine-tune
 a Long model (long solutions only) and a Short model (short only) from that base, so merging them
 is meaningful -> evaluate both on the test set -> `metrics.json` with the checks the rest of the
-project relies on (Long accurate and long, Short accurate only on easy levels).
+project relies on (Long accurate and long, Short accurate only on easy levels) -> train the finisher
+from Short (Long⊗Short's rollout model; `build_finisher`).
 
 Everything lands in one folder named by a hash of the config (under ~/.cache/hybridcot/world/ by
 default), as ordinary checkpoint folders; a second run with the same config reuses each finished
@@ -208,10 +209,15 @@ def world_data(cfg: WorldBuildConfig) -> tuple[list[W.WorldProblem], list[W.Worl
     test_exprs = {p.expression for p in test if p.level > 1}
     train = [p for p in W.generate_problems(cfg.n_train, cfg.seed, "train") if p.expression not in test_exprs]
     rng = random.Random(f"writer:{cfg.seed}")
-    wcfg = W.WriterConfig(rewrite=cfg.scratchpad, tags=cfg.tags, columns=cfg.long_columns, p_verify=cfg.p_verify,
-                          p_alternative=cfg.p_alternative)
+    wcfg = writer_config(cfg)
     thoughts = [W.write_long(p, rng, wcfg) for p in train]
     return train, test, thoughts
+
+
+def writer_config(cfg: WorldBuildConfig) -> W.WriterConfig:
+    """The long writer's settings of a build."""
+    return W.WriterConfig(rewrite=cfg.scratchpad, tags=cfg.tags, columns=cfg.long_columns, p_verify=cfg.p_verify,
+                          p_alternative=cfg.p_alternative)
 
 
 def repeat_by_level(train, thoughts, repeats: list[int]):
@@ -367,15 +373,11 @@ def build_world(cfg: WorldBuildConfig) -> Path:
                     "models": {n: str(out / n) for n in ("base", "long", "short")}})
     write_json(done, metrics)
     _print_metrics(metrics)
-    build_finisher(cfg, out)
+    build_finisher(cfg, out, (train, test, thoughts))
     return out
 
 
-def _finisher_config(cfg: WorldBuildConfig) -> dict:
-    return {k: getattr(cfg, k) for k in FINISHER_KEYS}
-
-
-def build_finisher(cfg: WorldBuildConfig, out: Path) -> Path | None:
+def build_finisher(cfg: WorldBuildConfig, out: Path, data: tuple | None = None) -> Path | None:
     """Train the finisher from the build's Short (once per finisher config; `finisher_steps=0`: none)
     and measure how it finishes the test problems' long solutions (`finisher/metrics.json`).
 
@@ -383,7 +385,8 @@ def build_finisher(cfg: WorldBuildConfig, out: Path) -> Path | None:
     that model must finish a partial solution as well as it solves the bare problem. Short learns
     finishing only on the side (`finish_share` rows, never after the final thought) and a model this
     small does not generalise a prompt it has not seen: measured on the stop-15 world, Short finished
-    a whole solution (answer included) right 24% of the time.
+    a whole solution (answer included) right 24% of the time. `data`: `world_data(cfg)` where the
+    caller has it.
     """
     if cfg.finisher_steps == 0:
         return None
@@ -391,12 +394,11 @@ def build_finisher(cfg: WorldBuildConfig, out: Path) -> Path | None:
     from hybridcot.training import save_checkpoint, sft_train
 
     fdir = out / "finisher"
-    want = _finisher_config(cfg)
-    meta_path = fdir / "hybridcot.json"
-    if meta_path.exists() and (fdir / "metrics.json").exists() and read_json(meta_path).get("finisher_config") == want:
-        return fdir
+    want = {k: getattr(cfg, k) for k in FINISHER_KEYS}
+    if (fdir / "hybridcot.json").exists() and read_json(fdir / "hybridcot.json").get("finisher_config") == want:
+        return fdir  # weights, metrics.json and hybridcot.json land together (save_checkpoint)
     t = time.time()
-    train, test, thoughts = world_data(cfg)
+    train, test, thoughts = data or world_data(cfg)
     rows = finisher_rows(train, thoughts, cfg.seed, cfg.short_stepwise)
     tok = load_tokenizer(out / "tokenizer")
     model, losses = sft_train(load_causal_lm(out / "short"), tok, rows, steps=cfg.finisher_steps,
@@ -425,8 +427,7 @@ def finish_curve(model_dir: Path, test: list[W.WorldProblem], cfg: WorldBuildCon
     from hybridcot.grading import grade_many
 
     rng = random.Random(f"finisher-eval:{cfg.seed}")
-    wcfg = W.WriterConfig(rewrite=cfg.scratchpad, tags=cfg.tags, columns=cfg.long_columns, p_verify=cfg.p_verify,
-                          p_alternative=cfg.p_alternative)
+    wcfg = writer_config(cfg)
     cuts = {"problem": lambda k: -1, "empty": lambda k: 0, "after_plan": lambda k: 1, "halfway": lambda k: k // 2,
             "before_final": lambda k: k - 1, "whole": lambda k: k}
     prompts, golds, names = [], [], []
