@@ -311,3 +311,9 @@ def test_sft_kill_and_resume_from_trl_checkpoint(tmp_path: Path, pico_model_dir:
     main_ok(["sft", *args(out)])
     assert "finished run; skipping" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamp
+    # ... only for the config that made it: a changed training key is refused in one line, untouched
+    assert cli.main(["sft", *args(out), "learning_rate=5e-4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "learning_rate=0.001" in err[0] and "force=true" in err[0], err
+    main_ok(["sft", *args(out), "logging_steps=3"])  # logging keys do not change the model
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamp

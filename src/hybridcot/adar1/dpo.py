@@ -18,6 +18,7 @@ removed once the model is saved. On CPU (no CUDA, or use_cpu=true) it trains in 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -162,6 +163,7 @@ def prepare_resume(cfg: Any, stage: str) -> tuple[bool, str | None]:
 
     out = Path(cfg.output)
     if finished_stage(out, stage, cfg.force):
+        _check_finished_config(cfg, out)
         return True, None
     tdir = trl_dir(out)
     saved = tdir / "stage_config.yaml"
@@ -178,6 +180,27 @@ def prepare_resume(cfg: Any, stage: str) -> tuple[bool, str | None]:
     tdir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, tdir, name="stage_config.yaml")
     return False, last
+
+
+# Inputs and outputs: one input can be spelled several ways (a pairs folder or its pairs.jsonl), and an
+# RL round's output is its round folder inside the stage's; only the training settings are compared.
+_IO_KEYS = ("output", "model", "data", "pairs", "long_model", "short_model", "problems")
+
+
+def _check_finished_config(cfg: Any, out: Path) -> None:
+    """A finished output is reused only for the config that made it: a recipe that changed, say,
+    the epochs would otherwise keep the old model without a word. Outputs from before configs were
+    recorded pass."""
+    from hybridcot.io import read_json
+
+    old = read_json(out / "hybridcot.json").get("config")
+    if not isinstance(old, dict):
+        return
+    new = json.loads(json.dumps(config_dict(cfg)))  # as hybridcot.json holds it (tuples as lists)
+    diff = [k for k in new if k not in (*RESUME_FREE, *_IO_KEYS) and k in old and old[k] != new[k]]
+    if diff:
+        raise HybridcotError(f"{out}: holds a finished run with {diff[0]}={old[diff[0]]!r} (now {new[diff[0]]!r}); "
+                             "set force=true to retrain or choose a new output folder")
 
 
 def likelihood_shift(log: list[dict], window: int = 3) -> dict | None:
