@@ -173,9 +173,8 @@ def prepare_resume(cfg: Any, stage: str) -> tuple[bool, str | None]:
     if last is not None and saved.is_file():
         old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
         new = config_dict(cfg)
-        diff = [k for k in new if k not in RESUME_FREE and k in old and old[k] != new[k]]
-        if diff:
-            raise HybridcotError(f"{tdir}: holds a run with {diff[0]}={old[diff[0]]!r} (now {new[diff[0]]!r}); "
+        if (k := _first_change(old, new, RESUME_FREE)) is not None:
+            raise HybridcotError(f"{tdir}: holds a run with {k}={old[k]!r} (now {new[k]!r}); "
                                  f"set force=true to start over or remove {tdir}")
     tdir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, tdir, name="stage_config.yaml")
@@ -197,10 +196,14 @@ def _check_finished_config(cfg: Any, out: Path) -> None:
     if not isinstance(old, dict):
         return
     new = json.loads(json.dumps(config_dict(cfg)))  # as hybridcot.json holds it (tuples as lists)
-    diff = [k for k in new if k not in (*RESUME_FREE, *_IO_KEYS) and k in old and old[k] != new[k]]
-    if diff:
-        raise HybridcotError(f"{out}: holds a finished run with {diff[0]}={old[diff[0]]!r} (now {new[diff[0]]!r}); "
+    if (k := _first_change(old, new, (*RESUME_FREE, *_IO_KEYS))) is not None:
+        raise HybridcotError(f"{out}: holds a finished run with {k}={old[k]!r} (now {new[k]!r}); "
                              "set force=true to retrain or choose a new output folder")
+
+
+def _first_change(old: dict, new: dict, skip: tuple[str, ...]) -> str | None:
+    """The first key of `new`, outside `skip`, whose value differs from the one `old` recorded."""
+    return next((k for k in new if k not in skip and k in old and old[k] != new[k]), None)
 
 
 def likelihood_shift(log: list[dict], window: int = 3) -> dict | None:
