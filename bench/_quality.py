@@ -70,7 +70,9 @@ def aggregate(per_seed: dict[int, dict], systems: list[str], extra_keys: tuple[s
 
 
 def main(method: str, module: str, cls: str, fn: str, systems: list[str], headline: str,
-         summary_fn, extra_keys: tuple[str, ...] = ()) -> None:
+         summary_fn, extra_keys: tuple[str, ...] = (), seed_extra=None) -> None:
+    """`seed_extra(seed_dir) -> dict`: more per-seed figures read from a chain's outputs; each key's mean
+    and CI over seeds join the summary."""
     ap = argparse.ArgumentParser(description=f"{method} quality on the embedded world, mean of seeds with 95% CIs")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     ap.add_argument("--recipe", default=str(REPO / "recipes" / "tiny" / f"{method}.yaml"))
@@ -81,6 +83,15 @@ def main(method: str, module: str, cls: str, fn: str, systems: list[str], headli
     per_seed = run_seeds(method, module, cls, fn, seeds, Path(a.recipe), Path(a.root), a.overrides)
     agg = aggregate(per_seed, systems, extra_keys)
     summary = summary_fn(agg)
+    if seed_extra is not None:
+        from hybridcot.evaluation.metrics import mean_ci_over_seeds
+
+        rows = [seed_extra(Path(a.root) / f"seed-{s}") for s in seeds]
+        for key in rows[0] if rows else []:
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            if vals:
+                mean, lo, hi = mean_ci_over_seeds(vals)
+                summary[key], summary[f"{key}_ci"] = mean, [lo, hi]
     result = {"method": method, "seeds": seeds, "recipe": a.recipe, "overrides": a.overrides, "summary": summary,
               "systems": agg, "wall_s": {str(k): v["wall_s"] for k, v in per_seed.items()}}
     RESULTS.mkdir(parents=True, exist_ok=True)

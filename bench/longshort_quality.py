@@ -6,11 +6,15 @@ issue's acceptance figures).
     .venv/bin/python bench/longshort_quality.py --seeds 0 rl.steps=10
 
 Writes bench/results/longshort_quality.json (top-level `summary`: tokens_ratio_vs_long,
-accuracy_delta_vs_long in points, short_thinker_token_share, aes_rl, aes_sft, with CIs) and prints
-one line. Each seed's chain lives in runs/bench/longshort/seed-<s>/ and resumes.
+accuracy_delta_vs_long in points, short_thinker_token_share, aes_rl, aes_sft, with CIs; and the
+cold-start dialogues' size against the CoTs they came from, at the recipe's tau and at the protocol's
+floor, tau = inf) and prints one line. Each seed's chain lives in runs/bench/longshort/seed-<s>/ and resumes.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from _quality import main, pick
 
@@ -27,7 +31,18 @@ def summary(agg: dict) -> dict:
     return out
 
 
+def protocol_floor(seed_dir: Path) -> dict:
+    """The cold-start data's own size (dialogues/stats.json): the dialogues at the recipe's tau and the
+    floor at tau = inf (only the forced first thought Long), each against the CoTs' tokens, with the
+    short thinker's share; a pair that keeps the protocol's turns cannot go far below that floor."""
+    stats = json.loads((seed_dir / "dialogues" / "stats.json").read_text())
+    floor = next((r for r in stats.get("tau_sweep", []) if r["tau"] == "inf"), {})
+    return {"dialogues_tokens_vs_cot": stats.get("tokens_vs_cot"),
+            "dialogues_short_token_share": 1 - stats["long_token_share"] if stats.get("long_token_share") else None,
+            "floor_tokens_vs_cot": floor.get("tokens_vs_cot"), "floor_short_token_share": floor.get("short_token_share")}
+
+
 if __name__ == "__main__":
     main("longshort", "hybridcot.longshort.pipeline", "LongShortConfig", "run_longshort", SYSTEMS,
          "tokens_ratio_vs_long,accuracy_delta_vs_long,short_thinker_token_share,aes_rl,aes_sft", summary,
-         extra_keys=("short_thinker_token_share", "mean_turns"))
+         extra_keys=("short_thinker_token_share", "mean_turns"), seed_extra=protocol_floor)

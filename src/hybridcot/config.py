@@ -22,7 +22,7 @@ from hybridcot.io import HybridcotError, atomic_write
 C = TypeVar("C")
 
 # YAML 1.1 (PyYAML) reads "1e-5" as a string; a float field accepts it and other plain numerals.
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_FLOAT_RE = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity)", re.I)
 _YAML_NULLS = ("", "~", "null", "Null", "NULL")
 
 

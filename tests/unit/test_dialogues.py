@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections import Counter
@@ -11,9 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hybridcot.config import load_config
 from hybridcot.data import world as W
 from hybridcot.grading import grade
 from hybridcot.io import HybridcotError, read_json, read_jsonl, write_jsonl
+from hybridcot.longshort.chunking import token_counter
 from hybridcot.longshort.dialogues import (
     DialoguesConfig,
     build_dialogue,
@@ -217,6 +220,36 @@ def test_stage_writes_dialogues_and_both_sft_sets(tmp_path: Path) -> None:
     n_red = sum(t.redundant for _, th in world for t in th)
     assert stats["gold_redundant"] == {"thoughts": n_red, "to_long": 0} and n_red > 0
     assert 0 < stats["long_char_share"] < 1 and stats["sft_rows"] == {"long": len(long_rows), "short": len(short_rows)}
+
+
+def test_tau_sweep_reports_sizes_down_to_the_protocols_floor(tmp_path: Path, world_tokenizer_dir: Path) -> None:
+    imp, world = _importance(tmp_path)  # steps s=0.2, all else -0.1
+    cfg = load_config(DialoguesConfig, overrides=[f"input={imp}", f"output={tmp_path / 'd'}",
+                                                  f"tokenizer={world_tokenizer_dir}", "tau_sweep=-1,0,0.5,inf"])
+    assert cfg.tau_sweep == [-1.0, 0.0, 0.5, math.inf]
+    stats = run_dialogues(cfg)
+    sweep = {row["tau"]: row for row in stats["tau_sweep"]}
+    assert list(sweep) == [-1.0, 0.0, 0.5, "inf"]
+    n_thoughts = sum(len(th) for _, th in world)
+    # the stage's own tau (0) appears in the sweep with the stage's own numbers
+    assert (sweep[0.0]["long_tokens"], sweep[0.0]["short_tokens"]) == (stats["long_tokens"], stats["short_tokens"])
+    assert sweep[0.0]["tokens_vs_cot"] == pytest.approx(stats["tokens_vs_cot"])
+    # tau -1: every thought Long (the CoT verbatim in one turn, plus the appended final Short turn)
+    assert sweep[-1.0]["long_thought_share"] == 1.0 and sweep[-1.0]["tokens_vs_cot"] > 1.0
+    # above every s only the forced first thought stays Long: 0.5 and inf give the same floor
+    assert sweep[0.5] == {**sweep["inf"], "tau": 0.5}
+    assert sweep["inf"]["long_thought_share"] == pytest.approx(len(world) / n_thoughts)
+    shares = [sweep[t]["short_token_share"] for t in (-1.0, 0.0, "inf")]
+    sizes = [sweep[t]["tokens_vs_cot"] for t in (-1.0, 0.0, "inf")]
+    assert shares == sorted(shares) and sizes == sorted(sizes, reverse=True) and sizes[-1] < 1.0
+    count = token_counter(str(world_tokenizer_dir))
+    cot = sum(count("\n\n".join(t.text for t in th)) for _, th in world)
+    assert stats["cot_tokens"] == cot
+    assert sweep["inf"]["long_tokens"] == sum(count(f"<think>{th[0].text}</think>") for _, th in world)
+    with pytest.raises(ValueError, match="tau_sweep must not hold nan"):
+        DialoguesConfig(input="i", output="o", tau_sweep=[float("nan")])
+    no_tok = run_dialogues(DialoguesConfig(input=str(imp), output=str(tmp_path / "e")))
+    assert "tau_sweep" not in no_tok and "cot_tokens" not in no_tok
 
 
 def test_non_world_thoughts_need_a_model(tmp_path: Path) -> None:

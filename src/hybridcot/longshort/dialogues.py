@@ -305,6 +305,11 @@ class DialoguesConfig:
     max_tokens: int = field(256, help="model writer: maximum tokens of one Short turn")
     tokenizer: str = field("", help="checkpoint/tokenizer folder to count each thinker's tokens (empty = chars only)")
     limit: int | None = field(None, help="build only the first `limit` dialogues")
+    tau_sweep: list[float] = field([0.0, 0.1, 0.2, 0.3, 0.5, math.inf],
+                            help="with tokenizer= and the world writer: stats.json's `tau_sweep` rebuilds the "
+                                 "dialogues at each tau (nothing else written) and reports their tokens per thinker "
+                                 "and against the CoTs'; tau inf = thought 1 Long, all else Short, the shortest "
+                                 "dialogues the protocol can make from these CoTs; [] = none")
 
     def __post_init__(self) -> None:
         for key in ("input", "output"):
@@ -318,6 +323,8 @@ class DialoguesConfig:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1 or null, got {self.limit}")
+        if any(math.isnan(x) for x in self.tau_sweep):
+            raise ValueError(f"tau_sweep must not hold nan, got {self.tau_sweep!r}")
 
 
 def dialogue_stats(records: Sequence[dict], n_thoughts: int, tau: float) -> dict:
@@ -345,6 +352,30 @@ def dialogue_stats(records: Sequence[dict], n_thoughts: int, tau: float) -> dict
     if records and "long_tokens" in records[0]:
         lt, st = sum(r["long_tokens"] for r in records), sum(r["short_tokens"] for r in records)
         out.update({"long_tokens": lt, "short_tokens": st, "long_token_share": share(lt, st)})
+    return out
+
+
+def tau_sweep(recs: Sequence[dict], taus: Sequence[float], writer: ShortWriter,
+              count: Callable[[str], int]) -> list[dict]:
+    """The dialogues' size at each tau, rebuilt with `writer` (nothing written): tokens by each thinker,
+    the short thinker's share, and the total against the CoTs' own tokens (`tokens_vs_cot`). At tau = inf
+    only the forced first thought is Long: the least the cold-start protocol can write for these CoTs,
+    so the floor under any pair trained on them that keeps the protocol's turns."""
+    cot = sum(count("\n\n".join(r["thoughts"])) for r in recs)
+    out = []
+    for tau in taus:
+        tok = {LONG: 0, SHORT: 0}
+        long_thoughts = 0
+        for r in recs:
+            turns, info = build_dialogue(r["thoughts"], r["s"], r, writer, tau)
+            long_thoughts += len(info["long_thoughts"])
+            for t in turns:
+                tok[t.role] += count(render(t))
+        total = tok[LONG] + tok[SHORT]
+        out.append({"tau": tau if math.isfinite(tau) else "inf", "long_tokens": tok[LONG], "short_tokens": tok[SHORT],
+                    "short_token_share": tok[SHORT] / total if total else None,
+                    "long_thought_share": long_thoughts / max(1, sum(len(r["thoughts"]) for r in recs)),
+                    "tokens_vs_cot": total / cot if cot else None})
     return out
 
 
@@ -404,7 +435,16 @@ def run_dialogues(cfg: DialoguesConfig, llm: Callable[[str], str] | None = None)
     write_jsonl(out / "sft_short.jsonl", sft[SHORT])
     stats = dialogue_stats(dialogues, sum(len(r["thoughts"]) for r in recs), cfg.tau)
     stats["sft_rows"] = {LONG: len(sft[LONG]), SHORT: len(sft[SHORT])}
+    if count is not None:
+        cot = sum(count("\n\n".join(r["thoughts"])) for r in recs)
+        stats["cot_tokens"] = cot
+        stats["tokens_vs_cot"] = (stats["long_tokens"] + stats["short_tokens"]) / cot if cot else None
+        if cfg.tau_sweep and all(d["writer"] == "world" for d in dialogues):  # the model writer: a call per run
+            stats["tau_sweep"] = tau_sweep(recs, cfg.tau_sweep, world, count)
     write_json(out / "stats.json", stats)
     print(f"dialogues: {stats['dialogues']} ({stats['turns_per_dialogue']['mean']:.1f} turns each, "
           f"{stats['long_thought_share']:.0%} of thoughts to Long, {stats['correct']} correct) -> {out}")
+    for row in stats.get("tau_sweep", []):
+        print(f"  tau {row['tau']}: {row['tokens_vs_cot']:.0%} of the CoTs' tokens, "
+              f"{row['short_token_share']:.0%} by the short thinker")
     return stats

@@ -1,0 +1,82 @@
+"""bench/longshort_quality.py and bench/_quality.py without running chains: the summary over seeds
+(relative figures and CIs) and the cold-start data's size read from each seed's dialogues."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import load_bench
+from hybridcot.data import world as W
+from hybridcot.io import write_json, write_jsonl
+from hybridcot.longshort.dialogues import DialoguesConfig, run_dialogues
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def bench(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))  # the scripts import _quality
+    monkeypatch.delitem(sys.modules, "_quality", raising=False)
+    return load_bench("longshort_quality")
+
+
+def _seed_dir(root: Path, seed: int, tokenizer: Path) -> Path:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for p in W.generate_problems(10, seed=seed):
+        th = W.write_long(p, rng)
+        rows.append({"id": p.id, "problem": p.problem, "answer": str(p.answer), "level": p.level,
+                     "thoughts": [{"text": t.text} for t in th], "s": [0.3 if t.kind == "step" else -0.2 for t in th]})
+    out = root / f"seed-{seed}"
+    write_jsonl(out / "importance" / "importance.jsonl", rows)
+    run_dialogues(DialoguesConfig(input=str(out / "importance"), output=str(out / "dialogues"),
+                                  tokenizer=str(tokenizer)))
+    return out
+
+
+def test_protocol_floor_reads_the_dialogues_stats(bench, tmp_path: Path, world_tokenizer_dir: Path) -> None:
+    d = _seed_dir(tmp_path, 0, world_tokenizer_dir)
+    got = bench.protocol_floor(d)
+    stats = json.loads((d / "dialogues" / "stats.json").read_text())
+    assert got["dialogues_tokens_vs_cot"] == stats["tokens_vs_cot"]
+    assert got["dialogues_short_token_share"] == pytest.approx(1 - stats["long_token_share"])
+    # every step was important at tau 0; at the floor only thought 1 is Long: shorter, more by Short
+    assert got["floor_tokens_vs_cot"] < got["dialogues_tokens_vs_cot"]
+    assert got["floor_short_token_share"] > got["dialogues_short_token_share"]
+
+
+def test_main_writes_summary_with_the_floor_over_seeds(bench, tmp_path: Path, world_tokenizer_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    q = sys.modules["_quality"]
+    for s in (0, 1):
+        _seed_dir(tmp_path, s, world_tokenizer_dir)
+
+    def fake_run_seeds(method, module, cls, fn, seeds, recipe, root, overrides):
+        m = {"long": {"accuracy": 0.9, "mean_tokens": 100.0}}
+        return {s: {"metrics": {**m, "longshort_sft": {"accuracy": 0.8, "mean_tokens": 80.0 + s,
+                                                       "short_thinker_token_share": 0.4},
+                                "longshort_rl": {"accuracy": 0.85 + 0.01 * s, "mean_tokens": 60.0,
+                                                 "short_thinker_token_share": 0.5}}, "wall_s": 1.0} for s in seeds}
+
+    monkeypatch.setattr(q, "run_seeds", fake_run_seeds)
+    monkeypatch.setattr(q, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sys, "argv", ["longshort_quality.py", "--seeds", "0,1", "--root", str(tmp_path)])
+    q.main("longshort", "m", "C", "f", bench.SYSTEMS, "tokens_ratio_vs_long,floor_tokens_vs_cot", bench.summary,
+           extra_keys=("short_thinker_token_share",), seed_extra=bench.protocol_floor)
+    res = json.loads((tmp_path / "results" / "longshort_quality.json").read_text())
+    s = res["summary"]
+    assert s["system"] == "longshort_rl" and s["tokens_ratio_vs_long"] == pytest.approx(0.6)
+    assert s["accuracy_delta_vs_long"] == pytest.approx(-4.5)
+    assert s["short_thinker_token_share"] == pytest.approx(0.5)
+    floors = [bench.protocol_floor(tmp_path / f"seed-{k}")["floor_tokens_vs_cot"] for k in (0, 1)]
+    assert s["floor_tokens_vs_cot"] == pytest.approx(sum(floors) / 2)
+    lo, hi = s["floor_tokens_vs_cot_ci"]
+    assert lo <= s["floor_tokens_vs_cot"] <= hi and (floors[0] == floors[1] or lo < hi)
+    write_json(tmp_path / "x.json", res)  # plain JSON: no NaN or Infinity slipped in
+    assert "Infinity" not in (tmp_path / "x.json").read_text()
