@@ -107,3 +107,22 @@ def test_a_changed_recipe_is_refused_not_mixed(chain: dict) -> None:
     msg = str(e.value)
     assert "\n" not in msg and "importance" in msg and "delta" in msg
     assert _files(chain["root"]) == before
+
+
+def test_importance_from_another_run_skips_chunk_and_scoring(chain: dict) -> None:
+    before = _files(chain["out"])
+    out = chain["root"] / "tau"
+    imp = chain["out"] / "importance"
+    cfg = load_recipe(LongShortConfig, SMOKE, [f"world.output={chain['root'] / 'world'}", f"output={out}",
+                                               "summary=", f"importance_from={imp}", "dialogues.tau=0.5", "rl=null"])
+    result = run_longshort(cfg)
+    ran = [s["step"] for s in result["steps"]]
+    assert "chunk" not in ran and "importance" not in ran and "dialogues" in ran
+    assert not (out / "chunks").exists() and not (out / "importance").exists()
+    stats = read_json(out / "dialogues" / "stats.json")
+    assert stats["tau"] == 0.5 and stats["dialogues"] == read_json(imp / "stats.json")["n_cots"]
+    assert (out / "models" / "long_thinker" / "config.json").is_file()
+    assert "longshort_sft" in result["metrics"] and "longshort_rl" not in result["metrics"]
+    assert _files(chain["out"]) == before  # the run it read from is untouched
+    with pytest.raises(HybridcotError, match="importance_from: .* is not a finished importance folder"):
+        load_recipe(LongShortConfig, SMOKE, [f"output={out}", f"importance_from={chain['out'] / 'chunks'}"])

@@ -13,6 +13,8 @@ repeated run resumes, and a finished one rewrites nothing):
     importance   Monte Carlo rollouts per thought prefix with the rollout model (default: Short,
                  "asked to finish"; with world:, the world's finisher, Short trained to finish at every
                  cut) -> acc_i, e_i, c_i, s_i
+                 (`importance_from:` a finished importance folder skips chunk and importance: a tau
+                 sweep scores once)
     dialogues    cold-start dialogues (s_i > tau -> Long turn) and one SFT set per thinker
     sft long     the long thinker: SFT of Long on its own turns (`sft:` keys, `sft_long:` overrides)
     sft short    the short thinker: SFT of Short on its own turns (`sft:` keys, `sft_short:` overrides)
@@ -87,6 +89,9 @@ class LongShortConfig:
                                     "R1-distilled reasoning model)")
     sample: dict = field({}, help="with cots=sample: sample keys (SampleConfig): k, temperature, max_tokens, limit, ...")
     cot_problems: str = field("", help="problem set for a samples.jsonl without problem text (load_problems spec)")
+    importance_from: str = field("", help="a finished importance folder (importance.jsonl + stats.json, e.g. another "
+                                          "run's <output>/importance) to build the dialogues from, instead of "
+                                          "chunking and scoring again: a tau or SFT sweep pays for the rollouts once")
     rollout_model: str = field("", help="rollout model for importance ('' = the world's finisher "
                                                   "where it has one, else Short)")
     train_problems: str = field("", help="RL problems ('' = {world}/data/train.jsonl)")
@@ -120,6 +125,11 @@ class LongShortConfig:
             raise ValueError("cots is required without world: (a samples.jsonl, or 'sample')")
         if not self.output:
             raise ValueError("output is required")
+        if self.importance_from:
+            src = Path(self.importance_from).expanduser()
+            missing = [f for f in ("importance.jsonl", "stats.json") if not (src / f).is_file()]
+            if missing:
+                raise ValueError(f"importance_from: {src} is not a finished importance folder (no {missing[0]})")
 
 
 @dataclass
@@ -183,8 +193,9 @@ def plan_longshort(cfg: LongShortConfig) -> Plan:
                                  "model": spec(cfg.rollout_model, finisher if world is not None and world.finisher_steps
                                                else short),
                                  "output": str(out / "importance")})
+    imp_dir = Path(cfg.importance_from).expanduser() if cfg.importance_from else out / "importance"
     dia = section_config(sec["dialogues"], _values(cfg, "dialogues"), "dialogues",
-                         filled={"input": str(out / "importance"), "output": str(out / "dialogues"),
+                         filled={"input": str(imp_dir), "output": str(out / "dialogues"),
                                  "tokenizer": long,
                                  # Short turns of non-world CoTs are written by the short model (METHODS.md)
                                  "model": short if world is None or cfg.cots else ""})
@@ -280,8 +291,9 @@ def run_longshort(cfg: LongShortConfig) -> dict:
         step("world", S.world_step, plan.world)
     if plan.sample is not None:
         step("sample cots", S.sample_step, plan.sample)
-    step("chunk", _data_step, plan.chunk, run_chunk, "stats.json")
-    step("importance", _importance_step, plan.importance)
+    if not cfg.importance_from:  # else scored elsewhere: the dialogues read it (plan.dialogues.input)
+        step("chunk", _data_step, plan.chunk, run_chunk, "stats.json")
+        step("importance", _importance_step, plan.importance)
     step("dialogues", _data_step, plan.dialogues, run_dialogues, "stats.json")
     for role, sc in plan.sft.items():
         step(f"sft {role}", S.train_step, sc, "sft")
