@@ -80,3 +80,22 @@ def test_main_writes_summary_with_the_floor_over_seeds(bench, tmp_path: Path, wo
     assert lo <= s["floor_tokens_vs_cot"] <= hi and (floors[0] == floors[1] or lo < hi)
     write_json(tmp_path / "x.json", res)  # plain JSON: no NaN or Infinity slipped in
     assert "Infinity" not in (tmp_path / "x.json").read_text()
+
+
+def test_adar1_bench_reads_the_style_bound_from_the_chains_evals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    monkeypatch.delitem(sys.modules, "_quality", raising=False)
+    adar1 = load_bench("adar1_quality")
+    d = tmp_path / "seed-0"
+
+    def rows(tokens: list[int], correct: list[bool]) -> list[dict]:
+        return [{"id": f"p{i}", "level": 1 + i // 2, "sample": 0, "n_tokens": t, "correct": c}
+                for i, (t, c) in enumerate(zip(tokens, correct))]
+
+    write_jsonl(d / "eval" / "long" / "samples.jsonl", rows([100, 100, 200, 200], [True] * 4))
+    write_jsonl(d / "eval" / "short" / "samples.jsonl", rows([10, 10, 20, 20], [True, True, False, True]))
+    got = adar1.style_bound(d)
+    assert got["oracle_router_tokens_ratio_vs_long"] == pytest.approx((10 + 10 + 200 + 20) / 600)
+    assert got["oracle_router_accuracy_delta_vs_long"] == 0.0
+    # within 2 points of Long only level 1 may go to Short (level 2 in Short's style loses 25 points)
+    assert got["oracle_per_level_tokens_ratio_vs_long"] == pytest.approx((10 + 10 + 200 + 200) / 600)

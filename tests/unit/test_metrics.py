@@ -12,6 +12,7 @@ from hybridcot.evaluation.metrics import (
     mean_ci_over_seeds,
     per_problem_accuracy,
     relative,
+    style_oracle,
     summarize,
 )
 from hybridcot.io import HybridcotError
@@ -140,3 +141,25 @@ def test_relative_guards_zero_base():
 
 def test_summarize_without_bootstrap(records):
     assert summarize(records, n_boot=0)["accuracy_ci"] is None
+
+
+def test_style_oracle_hand_computed():
+    # Long: right everywhere, 100/200/300 tokens on levels 1/2/3. Short: 10/20/30 tokens, right on
+    # level 1, half right on level 2 (two problems), wrong on level 3.
+    long = [rec("a", 1, 0, True, 100), rec("b", 2, 0, True, 200), rec("c", 2, 0, True, 200), rec("d", 3, 0, True, 300)]
+    short = [rec("a", 1, 0, True, 10), rec("b", 2, 0, True, 20), rec("c", 2, 0, False, 20), rec("d", 3, 0, False, 30),
+             rec("z", 1, 0, True, 1)]  # only in one run: left out
+    o = style_oracle(long, short, max_drop=0.0)
+    assert o["n"] == 4
+    pp = o["per_problem"]  # a, b from Short; c, d from Long
+    assert pp["accuracy"] == 1.0 and pp["mean_tokens"] == pytest.approx((10 + 20 + 200 + 300) / 4)
+    assert pp["tokens_ratio_vs_long"] == pytest.approx(530 / 800) and pp["accuracy_delta_vs_long"] == 0.0
+    assert o["per_level"]["short_levels"] == [1] and o["per_level"]["mean_tokens"] == pytest.approx(710 / 4)
+    loose = style_oracle(long, short, max_drop=0.25)  # level 2 to Short costs 25 points: allowed now
+    assert loose["per_level"]["short_levels"] == [1, 2]
+    assert loose["per_level"]["accuracy_delta_vs_long"] == pytest.approx(-25.0)
+    assert loose["per_level"]["mean_tokens"] == pytest.approx((10 + 20 + 20 + 300) / 4)
+    no_level = style_oracle([{**r, "level": None} for r in long], short)
+    assert no_level["per_level"] is None and no_level["per_problem"] == pp
+    with pytest.raises(HybridcotError, match="share no problem id"):
+        style_oracle(long, [rec("q", 1, 0, True, 5)])

@@ -108,6 +108,47 @@ def per_problem_accuracy(records: Iterable[dict]) -> dict[str, float]:
     return {pid: sum(bool(r["correct"]) for r in rs) / len(rs) for pid, rs in _group(records).items()}
 
 
+def style_oracle(long_records: Sequence[dict], short_records: Sequence[dict], max_drop: float = 0.02) -> dict:
+    """How short a system that picks, per problem, between two models' answers could be: the bound
+    under AdaR1's hybrid (which can at best pick between the Long and the Short model's styles).
+
+    Per problem (accuracy and tokens averaged over its samples): `per_problem` takes Short's answers
+    where they are at least as accurate as Long's, else Long's (an ideal router); `per_level` is the
+    shortest choice of one style per level (levels from the records' `level`) whose accuracy stays
+    within `max_drop` of Long's (None when no level is known). Each gives accuracy, mean_tokens,
+    tokens_ratio_vs_long and accuracy_delta_vs_long (points); only problems both runs answered count."""
+    lg, sg = _group(long_records), _group(short_records)
+    ids = [i for i in lg if i in sg]
+    if not ids:
+        raise HybridcotError("style_oracle: the two runs share no problem id")
+
+    def stats(rs: list[dict]) -> tuple[float, float]:
+        return (sum(bool(r["correct"]) for r in rs) / len(rs), _mean([float(r.get("n_tokens", 0)) for r in rs]))
+
+    L = {i: stats(lg[i]) for i in ids}
+    S = {i: stats(sg[i]) for i in ids}
+    base_acc, base_tok = _mean([L[i][0] for i in ids]), _mean([L[i][1] for i in ids])
+
+    def row(pick: dict[str, tuple[float, float]]) -> dict:
+        acc, tok = _mean([pick[i][0] for i in ids]), _mean([pick[i][1] for i in ids])
+        return {"accuracy": acc, "mean_tokens": tok, "tokens_ratio_vs_long": tok / base_tok if base_tok else None,
+                "accuracy_delta_vs_long": 100.0 * (acc - base_acc)}
+
+    out = {"n": len(ids), "per_problem": row({i: S[i] if S[i][0] >= L[i][0] else L[i] for i in ids}),
+           "per_level": None}
+    levels = sorted({lg[i][0].get("level") for i in ids} - {None})
+    if levels and all(lg[i][0].get("level") is not None for i in ids):
+        by = {lv: [i for i in ids if lg[i][0]["level"] == lv] for lv in levels}
+        best = None
+        for mask in range(2 ** len(levels)):  # 1 bit per level: Short's style there
+            short_lv = [lv for k, lv in enumerate(levels) if mask >> k & 1]
+            r = row({i: S[i] if lg[i][0]["level"] in short_lv else L[i] for lv in levels for i in by[lv]})
+            if r["accuracy_delta_vs_long"] >= -100.0 * max_drop - 1e-9 and (best is None or r["mean_tokens"] < best["mean_tokens"]):
+                best = {**r, "short_levels": short_lv}
+        out["per_level"] = best
+    return out
+
+
 def _mean(xs: Sequence[float]) -> float:
     return float(sum(xs) / len(xs)) if xs else 0.0
 

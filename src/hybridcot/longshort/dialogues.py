@@ -334,7 +334,7 @@ def dialogue_stats(records: Sequence[dict], n_thoughts: int, tau: float) -> dict
     def share(a: float, b: float) -> float | None:
         return a / (a + b) if a + b else None
 
-    out = {"dialogues": n, "tau": tau,
+    out = {"dialogues": n, "tau": tau if math.isfinite(tau) else "inf",  # plain JSON
            "turns_per_dialogue": {"mean": sum(turns) / n,
                                   "hist": {str(k): v for k, v in sorted(Counter(turns).items())}},
            "long_turns": sum(t["role"] == LONG for r in records for t in r["turns"]),
