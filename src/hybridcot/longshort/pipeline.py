@@ -31,6 +31,7 @@ rl/, eval/<system>, report/, config.yaml, chain.json.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -186,8 +187,9 @@ def plan_longshort(cfg: LongShortConfig) -> Plan:
     chunk = section_config(sec["chunk"], _values(cfg, "chunk"), "chunk",
                            filled={"input": cots, "output": str(out / "chunks"), "problems": cot_problems})
     imp_values = _values(cfg, "importance")
-    if "tau" in (cfg.dialogues or {}):  # stats: the detector at the threshold the dialogues use
-        imp_values.setdefault("tau", cfg.dialogues["tau"])
+    tau = (cfg.dialogues or {}).get("tau")
+    if tau is not None and math.isfinite(float(tau)):  # stats: the detector at the threshold the dialogues use
+        imp_values.setdefault("tau", tau)
     imp = section_config(sec["importance"], imp_values, "importance",
                          filled={"chunks": str(out / "chunks" / "chunks.jsonl"),
                                  "model": spec(cfg.rollout_model, finisher if world is not None and world.finisher_steps
