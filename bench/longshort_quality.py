@@ -8,7 +8,7 @@ issue's acceptance figures).
 Writes bench/results/longshort_quality.json (top-level `summary`: tokens_ratio_vs_long,
 accuracy_delta_vs_long in points, short_thinker_token_share, aes_rl, aes_sft, with CIs; and the
 cold-start dialogues' size against the CoTs they came from, at the recipe's tau and at the protocol's
-floor, tau = inf) and prints one line. Each seed's chain lives in runs/bench/longshort/seed-<s>/ and resumes.
+floor, tau = inf; the importance's agreement with the writer's redundant marks) and prints one line. Each seed's chain lives in runs/bench/longshort/seed-<s>/ and resumes.
 """
 
 from __future__ import annotations
@@ -42,7 +42,21 @@ def protocol_floor(seed_dir: Path) -> dict:
             "floor_tokens_vs_cot": floor.get("tokens_vs_cot"), "floor_short_token_share": floor.get("short_token_share")}
 
 
+def importance_agreement(seed_dir: Path) -> dict:
+    """The Monte Carlo importance against the world writer's redundant marks (importance/stats.json):
+    mean s of the redundant thoughts and of the others, AUROC, and "s <= tau" as a detector."""
+    path = seed_dir / "importance" / "stats.json"
+    gold = json.loads(path.read_text()).get("gold") or {} if path.is_file() else {}
+    keys = {"mean_s_redundant": "s_redundant", "mean_s_other": "s_other", "auroc_other_vs_redundant": "auroc",
+            "precision_s_le_tau": "precision_s_le_tau", "recall_s_le_tau": "recall_s_le_tau"}
+    return {f"importance_{new}": gold.get(old) for old, new in keys.items()}
+
+
+def seed_figures(seed_dir: Path) -> dict:
+    return {**protocol_floor(seed_dir), **importance_agreement(seed_dir)}
+
+
 if __name__ == "__main__":
     main("longshort", "hybridcot.longshort.pipeline", "LongShortConfig", "run_longshort", SYSTEMS,
          "tokens_ratio_vs_long,accuracy_delta_vs_long,short_thinker_token_share,aes_rl,aes_sft", summary,
-         extra_keys=("short_thinker_token_share", "mean_turns"), seed_extra=protocol_floor)
+         extra_keys=("short_thinker_token_share", "mean_turns"), seed_extra=seed_figures)

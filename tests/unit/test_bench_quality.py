@@ -68,7 +68,7 @@ def test_main_writes_summary_with_the_floor_over_seeds(bench, tmp_path: Path, wo
     monkeypatch.setattr(q, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(sys, "argv", ["longshort_quality.py", "--seeds", "0,1", "--root", str(tmp_path)])
     q.main("longshort", "m", "C", "f", bench.SYSTEMS, "tokens_ratio_vs_long,floor_tokens_vs_cot", bench.summary,
-           extra_keys=("short_thinker_token_share",), seed_extra=bench.protocol_floor)
+           extra_keys=("short_thinker_token_share",), seed_extra=bench.seed_figures)
     res = json.loads((tmp_path / "results" / "longshort_quality.json").read_text())
     s = res["summary"]
     assert s["system"] == "longshort_rl" and s["tokens_ratio_vs_long"] == pytest.approx(0.6)
@@ -78,6 +78,13 @@ def test_main_writes_summary_with_the_floor_over_seeds(bench, tmp_path: Path, wo
     assert s["floor_tokens_vs_cot"] == pytest.approx(sum(floors) / 2)
     lo, hi = s["floor_tokens_vs_cot_ci"]
     assert lo <= s["floor_tokens_vs_cot"] <= hi and (floors[0] == floors[1] or lo < hi)
+    assert "importance_s_redundant" not in s  # no importance stats in these seed folders: left out
+    imp = tmp_path / "seed-0" / "importance" / "stats.json"
+    write_json(imp, {"gold": {"mean_s_redundant": -0.1, "mean_s_other": 0.2, "auroc_other_vs_redundant": 0.7,
+                              "precision_s_le_tau": 0.3, "recall_s_le_tau": 0.8}})
+    got = bench.seed_figures(tmp_path / "seed-0")
+    assert got["importance_s_redundant"] == -0.1 and got["importance_auroc"] == 0.7
+    assert got["floor_tokens_vs_cot"] == floors[0]
     write_json(tmp_path / "x.json", res)  # plain JSON: no NaN or Infinity slipped in
     assert "Infinity" not in (tmp_path / "x.json").read_text()
 
