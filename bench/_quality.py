@@ -46,8 +46,6 @@ def _rel(m: dict, base: dict) -> dict:
 
 def aggregate(per_seed: dict[int, dict], systems: list[str], extra_keys: tuple[str, ...] = ()) -> dict:
     """{system: {key: {"mean", "ci": [lo, hi], "per_seed": [...]}}} for each relative figure."""
-    from hybridcot.evaluation.metrics import mean_ci_over_seeds
-
     out: dict = {}
     for name in ["long", *systems]:
         rows = []
@@ -60,12 +58,20 @@ def aggregate(per_seed: dict[int, dict], systems: list[str], extra_keys: tuple[s
             rows.append(row)
         if not rows:
             continue
-        out[name] = {}
-        for key in rows[0]:
-            vals = [r[key] for r in rows if r.get(key) is not None]
-            if vals:
-                mean, lo, hi = mean_ci_over_seeds(vals)
-                out[name][key] = {"mean": mean, "ci": [lo, hi], "per_seed": vals}
+        out[name] = over_seeds(rows)
+    return out
+
+
+def over_seeds(rows: list[dict]) -> dict:
+    """{key: {"mean", "ci": [lo, hi], "per_seed": [...]}} over per-seed rows (None values left out)."""
+    from hybridcot.evaluation.metrics import mean_ci_over_seeds
+
+    out = {}
+    for key in rows[0] if rows else []:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        if vals:
+            mean, lo, hi = mean_ci_over_seeds(vals)
+            out[key] = {"mean": mean, "ci": [lo, hi], "per_seed": vals}
     return out
 
 
@@ -84,14 +90,8 @@ def main(method: str, module: str, cls: str, fn: str, systems: list[str], headli
     agg = aggregate(per_seed, systems, extra_keys)
     summary = summary_fn(agg)
     if seed_extra is not None:
-        from hybridcot.evaluation.metrics import mean_ci_over_seeds
-
-        rows = [seed_extra(Path(a.root) / f"seed-{s}") for s in seeds]
-        for key in rows[0] if rows else []:
-            vals = [r[key] for r in rows if r.get(key) is not None]
-            if vals:
-                mean, lo, hi = mean_ci_over_seeds(vals)
-                summary[key], summary[f"{key}_ci"] = mean, [lo, hi]
+        for key, v in over_seeds([seed_extra(Path(a.root) / f"seed-{s}") for s in seeds]).items():
+            summary[key], summary[f"{key}_ci"] = v["mean"], v["ci"]
     result = {"method": method, "seeds": seeds, "recipe": a.recipe, "overrides": a.overrides, "summary": summary,
               "systems": agg, "wall_s": {str(k): v["wall_s"] for k, v in per_seed.items()}}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -356,12 +356,11 @@ def dialogue_stats(records: Sequence[dict], n_thoughts: int, tau: float) -> dict
 
 
 def tau_sweep(recs: Sequence[dict], taus: Sequence[float], writer: ShortWriter,
-              count: Callable[[str], int]) -> list[dict]:
+              count: Callable[[str], int], cot: int) -> list[dict]:
     """The dialogues' size at each tau, rebuilt with `writer` (nothing written): tokens by each thinker,
     the short thinker's share, and the total against the CoTs' own tokens (`tokens_vs_cot`). At tau = inf
     only the forced first thought is Long: the least the cold-start protocol can write for these CoTs,
-    so the floor under any pair trained on them that keeps the protocol's turns."""
-    cot = sum(count("\n\n".join(r["thoughts"])) for r in recs)
+    so the floor under any pair trained on them that keeps the protocol's turns. `cot`: the CoTs' tokens."""
     out = []
     for tau in taus:
         tok = {LONG: 0, SHORT: 0}
@@ -440,7 +439,7 @@ def run_dialogues(cfg: DialoguesConfig, llm: Callable[[str], str] | None = None)
         stats["cot_tokens"] = cot
         stats["tokens_vs_cot"] = (stats["long_tokens"] + stats["short_tokens"]) / cot if cot else None
         if cfg.tau_sweep and all(d["writer"] == "world" for d in dialogues):  # the model writer: a call per run
-            stats["tau_sweep"] = tau_sweep(recs, cfg.tau_sweep, world, count)
+            stats["tau_sweep"] = tau_sweep(recs, cfg.tau_sweep, world, count, cot)
     write_json(out / "stats.json", stats)
     print(f"dialogues: {stats['dialogues']} ({stats['turns_per_dialogue']['mean']:.1f} turns each, "
           f"{stats['long_thought_share']:.0%} of thoughts to Long, {stats['correct']} correct) -> {out}")
