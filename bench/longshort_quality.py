@@ -38,7 +38,8 @@ def protocol_floor(seed_dir: Path) -> dict:
     stats = json.loads((seed_dir / "dialogues" / "stats.json").read_text())
     floor = next((r for r in stats.get("tau_sweep", []) if r["tau"] == "inf"), {})
     return {"dialogues_tokens_vs_cot": stats.get("tokens_vs_cot"),
-            "dialogues_short_token_share": 1 - stats["long_token_share"] if stats.get("long_token_share") else None,
+            "dialogues_short_token_share": (1 - stats["long_token_share"]
+                                            if stats.get("long_token_share") is not None else None),
             "floor_tokens_vs_cot": floor.get("tokens_vs_cot"), "floor_short_token_share": floor.get("short_token_share")}
 
 

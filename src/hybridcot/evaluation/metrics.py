@@ -138,11 +138,10 @@ def style_oracle(long_records: Sequence[dict], short_records: Sequence[dict], ma
            "per_level": None}
     levels = sorted({lg[i][0].get("level") for i in ids} - {None})
     if levels and all(lg[i][0].get("level") is not None for i in ids):
-        by = {lv: [i for i in ids if lg[i][0]["level"] == lv] for lv in levels}
         best = None
         for mask in range(2 ** len(levels)):  # 1 bit per level: Short's style there
             short_lv = [lv for k, lv in enumerate(levels) if mask >> k & 1]
-            r = row({i: S[i] if lg[i][0]["level"] in short_lv else L[i] for lv in levels for i in by[lv]})
+            r = row({i: S[i] if lg[i][0]["level"] in short_lv else L[i] for i in ids})
             if r["accuracy_delta_vs_long"] >= -100.0 * max_drop - 1e-9 and (best is None or r["mean_tokens"] < best["mean_tokens"]):
                 best = {**r, "short_levels": short_lv}
         out["per_level"] = best

@@ -327,6 +327,11 @@ class DialoguesConfig:
             raise ValueError(f"tau_sweep must not hold nan, got {self.tau_sweep!r}")
 
 
+def _tau_json(tau: float) -> float | str:
+    """tau as stats.json holds it: plain JSON has no Infinity, so inf is written "inf"."""
+    return tau if math.isfinite(tau) else "inf"
+
+
 def dialogue_stats(records: Sequence[dict], n_thoughts: int, tau: float) -> dict:
     n = len(records)
     turns = [len(r["turns"]) for r in records]
@@ -334,7 +339,7 @@ def dialogue_stats(records: Sequence[dict], n_thoughts: int, tau: float) -> dict
     def share(a: float, b: float) -> float | None:
         return a / (a + b) if a + b else None
 
-    out = {"dialogues": n, "tau": tau if math.isfinite(tau) else "inf",  # plain JSON
+    out = {"dialogues": n, "tau": _tau_json(tau),
            "turns_per_dialogue": {"mean": sum(turns) / n,
                                   "hist": {str(k): v for k, v in sorted(Counter(turns).items())}},
            "long_turns": sum(t["role"] == LONG for r in records for t in r["turns"]),
@@ -361,6 +366,7 @@ def tau_sweep(recs: Sequence[dict], taus: Sequence[float], writer: ShortWriter,
     the short thinker's share, and the total against the CoTs' own tokens (`tokens_vs_cot`). At tau = inf
     only the forced first thought is Long: the least the cold-start protocol can write for these CoTs,
     so the floor under any pair trained on them that keeps the protocol's turns. `cot`: the CoTs' tokens."""
+    n_thoughts = max(1, sum(len(r["thoughts"]) for r in recs))
     out = []
     for tau in taus:
         tok = {LONG: 0, SHORT: 0}
@@ -371,9 +377,9 @@ def tau_sweep(recs: Sequence[dict], taus: Sequence[float], writer: ShortWriter,
             for t in turns:
                 tok[t.role] += count(render(t))
         total = tok[LONG] + tok[SHORT]
-        out.append({"tau": tau if math.isfinite(tau) else "inf", "long_tokens": tok[LONG], "short_tokens": tok[SHORT],
+        out.append({"tau": _tau_json(tau), "long_tokens": tok[LONG], "short_tokens": tok[SHORT],
                     "short_token_share": tok[SHORT] / total if total else None,
-                    "long_thought_share": long_thoughts / max(1, sum(len(r["thoughts"]) for r in recs)),
+                    "long_thought_share": long_thoughts / n_thoughts,
                     "tokens_vs_cot": total / cot if cot else None})
     return out
 
