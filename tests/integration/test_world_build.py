@@ -99,3 +99,37 @@ def test_a_new_finisher_config_retrains_the_finisher_alone(tiny_world, tmp_path)
     assert changed and all(p.startswith("finisher/") for p in changed), changed
     fin = json.loads((world / "finisher" / "hybridcot.json").read_text())
     assert fin["finisher_config"]["finisher_steps"] == 4 and len(fin["losses"]) >= 1
+
+
+def test_calibration_tops_up_a_model_that_misses_its_target_and_leaves_one_that_meets_it(tiny_world, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from hybridcot.data.world_models import WorldBuildConfig, build_world
+
+    world = tmp_path / "tiny"
+    shutil.copytree(tiny_world, world)
+    (world / "metrics.json").unlink()  # the models stay; the build calibrates them, then evaluates them again
+    shutil.rmtree(world / "eval")
+    weights = {n: load_file(world / n / "model.safetensors") for n in ("long", "short")}
+    cfg = WorldBuildConfig(preset="tiny", output=str(world), eval_backend="hf", ft_batch_size=8, calibrate_steps=3,
+                           calibrate_rounds=1, val_n=10, long_target=1.0, short_target=0.0)
+    build_world(cfg)
+    m = json.loads((world / "metrics.json").read_text())
+    long_c, short_c = m["calibration"]["long"], m["calibration"]["short"]
+    # Long cannot reach 100% on every level: one top-up (the only round allowed), evaluated before and after
+    assert long_c["rounds"] == 1 and long_c["steps_added"] == 3 and long_c["done"]
+    assert [h["round"] for h in long_c["history"]] == [0, 1] and not long_c["history"][0]["met"]
+    assert set(long_c["history"][0]["per_level"]) == {"1", "2", "3", "4", "5"}
+    assert (world / "calibration" / "long-round-1" / "samples.jsonl").exists()
+    new_long = load_file(world / "long" / "model.safetensors")
+    assert any(not (new_long[k] == v).all() for k, v in weights["long"].items())
+    # Short meets a target of 0 as it is: evaluated once, its weights untouched
+    assert short_c["rounds"] == 0 and [h["met"] for h in short_c["history"]] == [True]
+    new_short = load_file(world / "short" / "model.safetensors")
+    assert all((new_short[k] == v).all() for k, v in weights["short"].items())
+    assert len((world / "data" / "val.jsonl").read_text().splitlines()) == 10
+    before = {p: p.stat().st_mtime_ns for p in world.rglob("*") if p.is_file()}
+    assert build_world(cfg) == world  # finished: reused as is
+    assert before == {p: p.stat().st_mtime_ns for p in world.rglob("*") if p.is_file()}

@@ -515,7 +515,10 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
     legacy = dataclasses.asdict(base)
     for k in ("long_columns", "p_verify", "p_alternative", "long_level_repeats", "signed_digits", "output", "force",
               "eval_backend", "ft_batch_size",  # ft_batch_size: hashed only where it differs from batch_size
-              "finisher_steps", "finisher_lr"):  # the finisher records its own config
+              "finisher_steps", "finisher_lr",  # the finisher records its own config
+              # calibration: hashed only when it runs (calibrate_steps > 0); tiny does not calibrate
+              "calibrate_steps", "calibrate_rounds", "calibrate_lr", "calibrate_boost", "val_n", "long_target",
+              "short_target"):
 
         legacy.pop(k)
     legacy["world_version"] = WORLD_VERSION
@@ -600,3 +603,133 @@ def test_finish_prompt_keeps_one_form_for_every_prefix() -> None:
     empty, one = finish_prompt("What is 2+3?", []), finish_prompt("What is 2+3?", ["Okay."])
     assert empty.replace(EMPTY_PARTIAL, "Okay.") == one
     assert one.endswith(FINISH_SUFFIX) and one.startswith("What is 2+3?\n\nPartial solution:\n")
+
+
+def test_calibration_is_hashed_only_when_it_runs() -> None:
+    from hybridcot.data.world_models import WorldBuildConfig
+
+    base = WorldBuildConfig(preset="tiny")
+    assert WorldBuildConfig(preset="tiny", long_target=0.5, val_n=7).fingerprint() == base.fingerprint()
+    on = WorldBuildConfig(preset="tiny", calibrate_steps=10, calibrate_rounds=2)
+    assert on.fingerprint() != base.fingerprint()
+    assert WorldBuildConfig(preset="tiny", calibrate_steps=10, calibrate_rounds=2, short_target=0.5).fingerprint() \
+        != on.fingerprint()
+    with pytest.raises(ValueError, match="calibrate_rounds >= 1"):
+        WorldBuildConfig(preset="tiny", calibrate_steps=10, calibrate_rounds=0)
+    with pytest.raises(ValueError, match="long_target"):
+        WorldBuildConfig(preset="tiny", long_target=1.5)
+
+
+def test_validation_problems_are_new_and_balanced() -> None:
+    from hybridcot.data.world_models import WorldBuildConfig, world_data, world_val
+
+    cfg = WorldBuildConfig(preset="default", n_train=3000, n_test=300, val_n=52)
+    train, test, _ = world_data(cfg)
+    val = world_val(cfg, train, test)
+    assert len(val) == 52 and [sum(p.level == k for p in val) for k in range(1, 6)] == [11, 11, 10, 10, 10]
+    assert not {p.expression for p in val if p.level > 1} & {p.expression for p in test if p.level > 1}
+    assert not {p.expression for p in val if p.level > 2} & {p.expression for p in train}
+    assert len({p.id for p in val}) == 52 and all(p.id.startswith("world-val-") for p in val)
+    assert [p.id for p in world_val(cfg, train, test)] == [p.id for p in val]  # reproducible
+
+
+def test_calibration_targets() -> None:
+    from hybridcot.data.world_models import WorldBuildConfig, calibration_target
+
+    cfg = WorldBuildConfig(preset="default")  # long_target 0.85 on every level; short_target 0.9 over levels 1-3
+    lv = lambda *acc: {str(k + 1): {"accuracy": a} for k, a in enumerate(acc)}  # noqa: E731
+    assert calibration_target("long", lv(1, 1, 0.84, 1, 1), cfg) == (0.84, False)
+    assert calibration_target("long", lv(0.9, 0.86, 0.95, 0.85, 1), cfg) == (0.85, True)
+    assert calibration_target("long", lv(1, 1, 1, 1), cfg) == (0.0, False)  # a level with no problems is a miss
+    value, met = calibration_target("short", lv(1.0, 0.9, 0.8, 0.0, 0.0), cfg)
+    assert value == pytest.approx(0.9) and met  # levels 4-5 do not count: Short is meant to fail there
+    assert calibration_target("short", lv(1.0, 0.74, 0.28, 1, 1), cfg)[1] is False
+    assert calibration_target("long", {"1": 0.9, "2": 0.86, "3": 0.95, "4": 0.85, "5": 1.0}, cfg) == (0.85, True)
+
+
+def test_missed_levels() -> None:
+    from hybridcot.data.world_models import WorldBuildConfig, missed_levels
+
+    cfg = WorldBuildConfig(preset="default")
+    assert missed_levels("long", {"1": 1.0, "2": 0.84, "3": 0.85, "4": 0.2, "5": 1.0}, cfg) == [2, 4]
+    assert missed_levels("short", {"1": 1.0, "2": 0.84, "3": 0.95, "4": 0.2, "5": 0.0}, cfg) == [2]
+    assert missed_levels("long", {"1": 1.0}, cfg) == [2, 3, 4, 5]  # no problems of a level: it counts as missed
+
+
+def test_calibration_tops_up_until_the_target_and_resumes_after_a_kill(tmp_path, monkeypatch) -> None:
+    """The loop with the model, the training and the evaluation stubbed: a killed build resumes with
+    the weights it saved, neither retraining nor re-evaluating what its record already holds."""
+    import json
+
+    import hybridcot.data.world_models as WM
+    import hybridcot.models
+    import hybridcot.training
+
+    cfg = WM.WorldBuildConfig(preset="tiny", calibrate_steps=5, calibrate_rounds=3, long_target=0.8)
+    mdir = tmp_path / "long"
+    mdir.mkdir()
+    (mdir / "hybridcot.json").write_text(json.dumps({"role": "long", "losses": [1.0]}))
+    scores = iter([0.5, 0.7, 0.9])  # validation accuracy (levels 1-4; level 5 stays at 0.95) after 0-2 top-ups
+    calls = {"train": 0, "eval": 0}
+    by_level = {k: [f"row-{k}-{i}" for i in range(k)] for k in range(1, 6)}  # level k: k rows
+
+    def fake_eval(model_dir, problems, out_dir, c):
+        calls["eval"] += 1
+        if calls["eval"] == 2 and not calls.get("killed"):
+            calls["killed"] = True
+            raise KeyboardInterrupt  # killed while evaluating the first top-up
+        a = next(scores)
+        return {"accuracy": a, "mean_tokens": 10.0,
+                "per_level": {str(k): {"accuracy": a if k < 5 else 0.95} for k in range(1, 6)}}
+
+    def fake_train(model, tok, rows, **kw):
+        calls["train"] += 1
+        assert kw["steps"] == 5 and kw["lr"] == cfg.calibrate_lr and kw["seed"] == cfg.seed + 1000 * calls["train"]
+        # levels 1-4 missed 0.8, so their rows come calibrate_boost (4) times; level 5 met it: once
+        assert sorted(rows) == sorted([r for k in range(1, 5) for r in by_level[k] * 4] + by_level[5])
+        return model, [0.1]
+
+    def fake_save(model, tok, out_dir, metadata=None, **kw):
+        (out_dir / "hybridcot.json").write_text(json.dumps(metadata))
+
+    monkeypatch.setattr(WM, "evaluate_world_model", fake_eval)
+    monkeypatch.setattr(hybridcot.training, "sft_train", fake_train)
+    monkeypatch.setattr(hybridcot.training, "save_checkpoint", fake_save)
+    monkeypatch.setattr(hybridcot.models, "load_causal_lm", lambda d: object())
+    with pytest.raises(KeyboardInterrupt):
+        WM.calibrate(cfg, tmp_path, "long", by_level, tok=None)
+    saved = json.loads((mdir / "hybridcot.json").read_text())["calibration"]
+    assert saved["rounds"] == 1 and len(saved["history"]) == 1 and not saved["done"]
+    scores = iter([0.7, 0.9])  # the re-run evaluates round 1 (its weights were saved), not round 0 again
+    state = WM.calibrate(cfg, tmp_path, "long", by_level, tok=None)
+    assert calls["train"] == 2 and state["rounds"] == 2 and state["steps_added"] == 10 and state["done"]
+    assert [h["round"] for h in state["history"]] == [0, 1, 2]
+    assert [h["met"] for h in state["history"]] == [False, False, True] and state["boosted"] == [[1, 2, 3, 4]] * 2
+    meta = json.loads((mdir / "hybridcot.json").read_text())
+    assert meta["calibration"] == state and meta["losses"] == [1.0] and len(meta["topup_losses"]) == 2
+    before = dict(calls)
+    assert WM.calibrate(cfg, tmp_path, "long", by_level, tok=None) == state  # finished: nothing runs again
+    assert calls == before
+
+
+def test_calibration_stops_after_its_last_round(tmp_path, monkeypatch) -> None:
+    import json
+
+    import hybridcot.data.world_models as WM
+    import hybridcot.models
+    import hybridcot.training
+
+    cfg = WM.WorldBuildConfig(preset="tiny", calibrate_steps=5, calibrate_rounds=2, short_target=0.95)
+    (tmp_path / "short").mkdir()
+    (tmp_path / "short" / "hybridcot.json").write_text("{}")
+    monkeypatch.setattr(WM, "evaluate_world_model", lambda *a: {
+        "accuracy": 0.5, "mean_tokens": 5.0, "per_level": {str(k): {"accuracy": 0.9} for k in range(1, 6)}})
+    seen = []
+    monkeypatch.setattr(hybridcot.training, "sft_train", lambda m, t, r, **kw: (seen.append(sorted(r)), (m, [0.1]))[1])
+    monkeypatch.setattr(hybridcot.training, "save_checkpoint",
+                        lambda m, t, d, metadata=None, **kw: (d / "hybridcot.json").write_text(json.dumps(metadata)))
+    monkeypatch.setattr(hybridcot.models, "load_causal_lm", lambda d: object())
+    state = WM.calibrate(cfg, tmp_path, "short", {k: [k] for k in range(1, 6)}, tok=None)
+    assert state["rounds"] == 2 and state["done"] and not state["history"][-1]["met"] and len(state["history"]) == 3
+    # levels 1-3 average 0.9 < 0.95: each is repeated (calibrate_boost 4); levels 4-5 never count for Short
+    assert seen == [[1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 5]] * 2
