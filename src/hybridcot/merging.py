@@ -294,6 +294,15 @@ def _chat_template(path: Path) -> str | None:
     return None
 
 
+def _bpe_model_settings(model: dict) -> dict:
+    """tokenizer.json's model section with an unset affix spelled one way: the `tokenizers` library
+    writes continuing_subword_prefix / end_of_word_suffix as null or as "" depending on the path that
+    saved it (measured: the world's Long has null, the same tokenizer saved by `hybridcot sft` has ""),
+    and both mean no affix."""
+    return {k: ("" if v is None and k in ("continuing_subword_prefix", "end_of_word_suffix") else v)
+            for k, v in model.items()}
+
+
 def _tokenizer_difference(a: Path, b: Path) -> str | None:
     """The first way the two folders' tokenizers differ (vocab, merges, added tokens, chat template)."""
     has_a, has_b = (any((p / f).is_file() for f in TOKENIZER_FILES) for p in (a, b))
@@ -308,7 +317,7 @@ def _tokenizer_difference(a: Path, b: Path) -> str | None:
                 return d
         if ma.get("merges") != mb.get("merges"):
             return "tokenizer merges differ"
-        if ma != mb:
+        if _bpe_model_settings(ma) != _bpe_model_settings(mb):
             return "tokenizer.json models differ"
         ta, tb = ja.get("added_tokens") or [], jb.get("added_tokens") or []
         for x, y in zip(ta, tb):

@@ -334,6 +334,30 @@ def test_check_compatible_accepts_a_matching_pair(pair) -> None:
     assert set(L.meta) == set(S.meta) and not L.sharded
 
 
+@pytest.mark.parametrize("change,refused", [
+    ({"continuing_subword_prefix": ""}, False),  # null and "" both mean no affix (tokenizers writes either)
+    ({"end_of_word_suffix": ""}, False),
+    ({"continuing_subword_prefix": "##"}, True),
+    ({"dropout": 0.1}, True),
+])
+def test_tokenizer_model_settings_that_mean_the_same_are_not_a_difference(pair, tmp_path: Path, change, refused) -> None:
+    import shutil
+
+    from hybridcot.merging import _tokenizer_difference
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        shutil.copytree(pair[0], d)
+    for d, upd in ((a, {"continuing_subword_prefix": None, "end_of_word_suffix": None}), (b, change)):
+        tj = json.loads((d / "tokenizer.json").read_text())
+        if tj["model"].get("type") != "BPE":
+            pytest.skip("the fixture's tokenizer is not BPE")
+        tj["model"].update({"continuing_subword_prefix": None, "end_of_word_suffix": None, **upd})
+        (d / "tokenizer.json").write_text(json.dumps(tj))
+    diff = _tokenizer_difference(a, b)
+    assert (diff == "tokenizer.json models differ") if refused else diff is None
+
+
 # --------------------------------------------------------------------------- numpy pieces == torch's interpolate
 
 _KINDS = {"F32": (torch.float32, np.uint32, torch.int32), "F16": (torch.float16, np.uint16, torch.int16),
