@@ -358,6 +358,37 @@ def test_tokenizer_model_settings_that_mean_the_same_are_not_a_difference(pair, 
     assert (diff == "tokenizer.json models differ") if refused else diff is None
 
 
+def test_a_normalizer_transformers_adds_on_load_is_not_a_difference(pair, tmp_path: Path) -> None:
+    """The world's Long (normalizer null) against a model trained from it and saved by transformers
+    (Qwen2Tokenizer, NFC): the files differ, the loaded tokenizers do not. A normalizer that survives
+    loading is still refused."""
+    import shutil
+
+    from hybridcot.merging import _tokenizer_difference
+    from hybridcot.models import load_tokenizer
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    shutil.copytree(pair[0], a)
+    shutil.copytree(pair[0], b)
+    shutil.copytree(pair[0], c)
+    loaded = json.loads(load_tokenizer(a).backend_tokenizer.to_str())
+    for d, norm in ((a, None), (b, loaded["normalizer"])):
+        tj = json.loads((d / "tokenizer.json").read_text())
+        tj["normalizer"] = norm
+        (d / "tokenizer.json").write_text(json.dumps(tj))
+    assert loaded["normalizer"] == {"type": "NFC"}  # what Qwen2Tokenizer adds on load
+    assert _tokenizer_difference(a, b) is None
+    # loaded as the file says (not rebuilt as Qwen2Tokenizer), a lowercasing normalizer is a real difference
+    tj = json.loads((c / "tokenizer.json").read_text())
+    tj["normalizer"] = {"type": "Lowercase"}
+    (c / "tokenizer.json").write_text(json.dumps(tj))
+    tc = json.loads((c / "tokenizer_config.json").read_text())
+    (c / "tokenizer_config.json").write_text(json.dumps({**tc, "tokenizer_class": "TokenizersBackend"}))
+    (c / "config.json").unlink()  # no qwen2 config beside it: loaded from the file as it is
+    assert load_tokenizer(c)("ABC")["input_ids"] != load_tokenizer(a)("ABC")["input_ids"]
+    assert _tokenizer_difference(a, c) == "tokenizer.json 'normalizer' differs"
+
+
 # --------------------------------------------------------------------------- numpy pieces == torch's interpolate
 
 _KINDS = {"F32": (torch.float32, np.uint32, torch.int32), "F16": (torch.float16, np.uint16, torch.int16),
