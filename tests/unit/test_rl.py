@@ -371,3 +371,26 @@ def test_config_validation(thinkers, tmp_path, monkeypatch):
         _cfg(thinkers, tmp_path, temperature=0.0)
     with pytest.raises(ValueError, match="loss_type"):
         _cfg(thinkers, tmp_path, loss_type="ppo")
+
+
+def test_rl_problems_keeps_the_levels_asked_for(tmp_path):
+    import json
+
+    from hybridcot.io import HybridcotError
+    from hybridcot.longshort.rl import RLConfig, rl_problems
+
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"What is {i}+1?", "answer": str(i + 1),
+                                        "level": i % 5 + 1}) + "\n" for i in range(20)))
+    cfg = lambda **kw: RLConfig(long_model="l", short_model="s", problems=str(path), output=str(tmp_path / "o"), **kw)  # noqa: E731
+    assert len(rl_problems(cfg())) == 20
+    hard = rl_problems(cfg(levels=[4, 5]))
+    assert [p.id for p in hard] == [f"p{i}" for i in range(20) if i % 5 + 1 in (4, 5)]
+    assert [p.id for p in rl_problems(cfg(levels=["5"], limit=10))] == ["p4", "p9"]  # limit first, then levels
+    with pytest.raises(HybridcotError, match=r"no problem of levels \[6\]"):
+        rl_problems(cfg(levels=[6]))
+    with pytest.raises(ValueError, match="duplicates"):
+        cfg(levels=[4, 4])
+    path.write_text(json.dumps({"id": "x", "problem": "What is 1+1?", "answer": "2"}) + "\n")
+    with pytest.raises(HybridcotError, match="problem 'x' has no 'level'"):
+        rl_problems(cfg(levels=[1]))

@@ -270,6 +270,9 @@ class RLConfig:
                                                   "a round starts from that role's latest checkpoint")
     steps: int = field(100, help="optimizer steps per round")
     limit: int | None = field(None, help="only the first `limit` problems")
+    levels: list[int] = field([], help="train only on problems of these difficulty levels ([] = all): where the "
+                                       "pair already solves a level, every rollout of a group scores the same and "
+                                       "GRPO has no signal")
     num_generations: int = field(8, help="dialogues per problem, one GRPO group (METHODS.md: 8; paper code: 2)")
     per_device_train_batch_size: int = field(8, help="dialogues per device per forward pass")
     gradient_accumulation_steps: int = field(4, help="forward passes per optimizer step; a step's dialogues "
@@ -318,6 +321,9 @@ class RLConfig:
             raise ValueError(f"max_turns must be >= 2 (both thinkers speak), got {self.max_turns}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1 or null, got {self.limit}")
+        self.levels = [int(k) for k in self.levels]
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"levels has duplicates: {self.levels}")
         if self.learning_rate <= 0 or self.temperature <= 0 or self.beta < 0:
             raise ValueError("learning_rate and temperature must be > 0 and beta >= 0")
         if not 0 <= self.warmup_ratio < 1:
@@ -439,10 +445,26 @@ def publish(src: str | Path, dst: Path) -> None:
     swap_dir_into_place(tmp, dst)
 
 
+def rl_problems(cfg: RLConfig) -> list:
+    """The training problems: the first `limit` of `problems`, then those of `levels` (where set)."""
+    from hybridcot.data.problems import load_problems
+
+    loaded = load_problems(cfg.problems, limit=cfg.limit)
+    if not loaded:
+        raise HybridcotError(f"{cfg.problems}: no problems")
+    if cfg.levels:
+        unlevelled = next((p.id for p in loaded if p.level is None), None)
+        if unlevelled is not None:
+            raise HybridcotError(f"{cfg.problems}: problem {unlevelled!r} has no 'level' (rl.levels is set)")
+        loaded = [p for p in loaded if p.level in cfg.levels]
+        if not loaded:
+            raise HybridcotError(f"{cfg.problems}: no problem of levels {cfg.levels}")
+    return loaded
+
+
 def run_rl(cfg: RLConfig) -> dict:
     """Run (or resume, or skip) every round, then publish the final thinkers as `output/long` and
     `output/short`; returns what final.json holds (plus "status": ran | skipped)."""
-    from hybridcot.data.problems import load_problems
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -453,9 +475,7 @@ def run_rl(cfg: RLConfig) -> dict:
 
     def problems() -> list:  # loaded once, and only when a round trains
         if not loaded:
-            loaded.extend(load_problems(cfg.problems, limit=cfg.limit))
-            if not loaded:
-                raise HybridcotError(f"{cfg.problems}: no problems")
+            loaded.extend(rl_problems(cfg))
         return loaded
 
     rounds, ran = [], False
