@@ -733,3 +733,18 @@ def test_calibration_stops_after_its_last_round(tmp_path, monkeypatch) -> None:
     assert state["rounds"] == 2 and state["done"] and not state["history"][-1]["met"] and len(state["history"]) == 3
     # levels 1-3 average 0.9 < 0.95: each is repeated (calibrate_boost 4); levels 4-5 never count for Short
     assert seen == [[1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 5]] * 2
+
+
+def test_validation_set_refuses_a_size_the_levels_cannot_fill() -> None:
+    from hybridcot.data.world import generate_problems
+    from hybridcot.data.world_models import WorldBuildConfig, world_data, world_val
+    from hybridcot.io import HybridcotError
+
+    cfg = WorldBuildConfig(preset="default", n_train=3000, n_test=300, val_n=5)
+    train, test, _ = world_data(cfg)
+    # a "test" set holding every level-2 expression the validation stream can draw (its largest pool is
+    # 70 x 4^5 problems): no new level-2 problem is left, and the build says so instead of a short set
+    every_level2 = [p for p in generate_problems(70 * 4**5, cfg.seed, "val") if p.level == 2]
+    with pytest.raises(HybridcotError, match=r"only \{2: 0\} validation problems per level are new"):
+        world_val(cfg, train, [*test, *every_level2])
+    assert len(world_val(cfg, train, test)) == 5

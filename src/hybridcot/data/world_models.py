@@ -7,8 +7,8 @@ Pipeline: generate train/test problems -> train a byte-level BPE tokenizer on th
 SFT a Qwen2-architecture base from scratch on both solution styles (TRL `SFTTrainer`) -> fine-tune
 a Long model (long solutions only) and a Short model (short only) from that base, so merging them
 is meaningful -> calibrate both on a validation set (`calibrate`: top-ups until Long solves every
-level and Short the easy ones; default preset only) -> evaluate both on the test set -> `metrics.json` with the checks the rest of the
-project relies on (Long accurate and long, Short accurate only on easy levels) -> train the finisher
+level and Short the easy ones; default preset only) -> evaluate both on the test set ->
+`metrics.json` with the checks the rest of the project relies on (Long accurate and long, Short accurate only on easy levels) -> train the finisher
 from Short (Long⊗Short's rollout model; `build_finisher`).
 
 Everything lands in one folder named by a hash of the config (under ~/.cache/hybridcot/world/ by
@@ -153,8 +153,8 @@ class WorldBuildConfig:
     calibrate_lr: float | None = field(None, help="calibration: peak learning rate of a top-up (cosine, 5% warmup)")
     calibrate_boost: int | None = field(None, help="calibration: a top-up repeats the training problems of each level "
                                                    "that misses its target this many times")
-    val_n: int | None = field(None, help="validation problems for calibration (levels 1-5 in equal shares; none in "
-                                         "train or test)")
+    val_n: int | None = field(None, help="validation problems for calibration (levels 1-5 in equal shares; none of "
+                                         "level 2 up in test, none of level 3 up in training)")
     long_target: float | None = field(None, help="calibration: Long's validation accuracy on every level must reach this")
     short_target: float | None = field(None, help="calibration: Short's mean validation accuracy over levels 1-3 must "
                                                   "reach this (Short is meant to be right on the easy levels only)")
@@ -438,15 +438,21 @@ def world_val(cfg: WorldBuildConfig, train: list[W.WorldProblem], test: list[W.W
     expression of level 2 or up with test, so calibration never selects on the test set, and from level 3
     up none is a training problem either. Levels 1 and 2 are exempt from the latter: their spaces are
     small enough that training covers them (of 1,050 drawn level-2 problems, 8 were not in training)."""
-    seen_test = {p.expression for p in test if p.level > 1}
-    seen_train = {p.expression for p in train if p.level > 2}
-    pool = W.generate_problems(4 * cfg.val_n + 50, cfg.seed, "val")
-    by_level: dict[int, list[W.WorldProblem]] = {k: [] for k in range(1, 6)}
-    for p in pool:
-        if p.expression not in seen_test and p.expression not in seen_train:
-            by_level[p.level].append(p)
+    seen = {p.expression for p in test if p.level > 1} | {p.expression for p in train if p.level > 2}
     per, extra = divmod(cfg.val_n, 5)
-    return [p for k in range(1, 6) for p in by_level[k][:per + (k <= extra)]]
+    want = {k: per + (k <= extra) for k in range(1, 6)}
+    size = 4 * cfg.val_n + 50
+    for _ in range(6):  # a larger pool only where a level ran short; the same seed stream, so a prefix of it
+        by_level: dict[int, list[W.WorldProblem]] = {k: [] for k in range(1, 6)}
+        for p in W.generate_problems(size, cfg.seed, "val"):
+            if p.expression not in seen:
+                by_level[p.level].append(p)
+        if all(len(by_level[k]) >= want[k] for k in want):
+            return [p for k in range(1, 6) for p in by_level[k][:want[k]]]
+        size *= 4
+    short = {k: len(v) for k, v in by_level.items() if len(v) < want[k]}
+    raise HybridcotError(f"world build: only {short} validation problems per level are new (val_n={cfg.val_n}); "
+                         "lower val_n")
 
 
 def calibration_target(name: str, per_level: dict, cfg: WorldBuildConfig) -> tuple[float, bool]:
@@ -473,9 +479,9 @@ def calibrate(cfg: WorldBuildConfig, out: Path, name: str, rows_by_level: dict[i
               token_cache: dict | None = None) -> dict:
     """Top `out/name` (Long or Short) up with `cfg.calibrate_steps` more optimizer steps on its own
     style's rows (`rows_by_level`, each level once; those of each level that missed its target last
-    time repeated `calibrate_boost` times; cosine from `calibrate_lr`, a new data order each round) until its greedy
-    accuracy on `data/val.jsonl` meets its target (`calibration_target`) or `calibrate_rounds` top-ups
-    are spent.
+    time repeated `calibrate_boost` times; cosine from `calibrate_lr`, a new data order each round)
+    until its greedy accuracy on `data/val.jsonl` meets its target (`calibration_target`) or
+    `calibrate_rounds` top-ups are spent.
 
     The fine-tunes' fixed schedule is at the edge of what these models learn: on seed 1 Short solved
     levels 1-3 at 100/74/28% (seed 0: 100/100/96%), on seed 2 Long's plan miscopied the last term of
