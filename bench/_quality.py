@@ -75,6 +75,30 @@ def over_seeds(rows: list[dict]) -> dict:
     return out
 
 
+def world_record(seed_dir: Path) -> dict | None:
+    """The world a seed's chain ran on (its resolved config.yaml's `world:` section): fingerprint, the
+    checks, Long's and Short's test accuracy and each model's calibration (top-ups, steps, target met),
+    so a reader sees whether the seeds compared the same kind of world. None without a world section
+    or a finished build."""
+    import yaml
+
+    from hybridcot.data.world_models import WorldBuildConfig
+    from hybridcot.io import read_json
+
+    cfg_path = seed_dir / "config.yaml"
+    world = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("world") if cfg_path.is_file() else None
+    if not isinstance(world, dict):
+        return None
+    metrics = WorldBuildConfig(**world).out_dir() / "metrics.json"
+    if not metrics.is_file():
+        return None
+    m = read_json(metrics)
+    return {"fingerprint": m.get("fingerprint"), "all_checks_pass": m.get("all_checks_pass"),
+            "long_accuracy": m["long"]["accuracy"], "short_accuracy": m["short"]["accuracy"],
+            "calibration": {name: {"rounds": c["rounds"], "steps_added": c["steps_added"],
+                                   "met": c["history"][-1]["met"]} for name, c in (m.get("calibration") or {}).items()}}
+
+
 def main(method: str, module: str, cls: str, fn: str, systems: list[str], headline: str,
          summary_fn, extra_keys: tuple[str, ...] = (), seed_extra=None) -> None:
     """`seed_extra(seed_dir) -> dict`: more per-seed figures read from a chain's outputs; each key's mean
@@ -93,7 +117,8 @@ def main(method: str, module: str, cls: str, fn: str, systems: list[str], headli
         for key, v in over_seeds([seed_extra(Path(a.root) / f"seed-{s}") for s in seeds]).items():
             summary[key], summary[f"{key}_ci"] = v["mean"], v["ci"]
     result = {"method": method, "seeds": seeds, "recipe": a.recipe, "overrides": a.overrides, "summary": summary,
-              "systems": agg, "wall_s": {str(k): v["wall_s"] for k, v in per_seed.items()}}
+              "systems": agg, "worlds": {str(k): world_record(Path(a.root) / f"seed-{k}") for k in seeds},
+              "wall_s": {str(k): v["wall_s"] for k, v in per_seed.items()}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{method}_quality.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -85,6 +85,7 @@ def test_main_writes_summary_with_the_floor_over_seeds(bench, tmp_path: Path, wo
     got = bench.seed_figures(tmp_path / "seed-0")
     assert got["importance_s_redundant"] == -0.1 and got["importance_auroc"] == 0.7
     assert got["floor_tokens_vs_cot"] == floors[0]
+    assert res["worlds"] == {"0": None, "1": None}  # these seed folders name no world
     write_json(tmp_path / "x.json", res)  # plain JSON: no NaN or Infinity slipped in
     assert "Infinity" not in (tmp_path / "x.json").read_text()
 
@@ -106,3 +107,31 @@ def test_adar1_bench_reads_the_style_bound_from_the_chains_evals(tmp_path: Path,
     assert got["oracle_router_accuracy_delta_vs_long"] == 0.0
     # within 2 points of Long only level 1 may go to Short (level 2 in Short's style loses 25 points)
     assert got["oracle_per_level_tokens_ratio_vs_long"] == pytest.approx((10 + 10 + 200 + 200) / 600)
+
+
+def test_world_record_reads_the_seeds_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    monkeypatch.delitem(sys.modules, "_quality", raising=False)
+    import _quality
+
+    from hybridcot.data.world_models import WorldBuildConfig
+
+    seed_dir = tmp_path / "seed-3"
+    seed_dir.mkdir()
+    assert _quality.world_record(seed_dir) is None  # no config.yaml
+    world_out = tmp_path / "world"
+    (seed_dir / "config.yaml").write_text(yaml.safe_dump({"world": {"preset": "tiny", "seed": 3,
+                                                                    "output": str(world_out)}}))
+    assert _quality.world_record(seed_dir) is None  # the build has not finished
+    cal = {"rounds": 2, "steps_added": 1000, "done": True,
+           "history": [{"met": False}, {"met": False}, {"met": True}]}
+    write_json(world_out / "metrics.json", {
+        "fingerprint": WorldBuildConfig(preset="tiny", seed=3).fingerprint(), "all_checks_pass": True,
+        "long": {"accuracy": 0.97}, "short": {"accuracy": 0.6},
+        "calibration": {"long": cal, "short": {**cal, "rounds": 0, "steps_added": 0, "history": [{"met": True}]}}})
+    got = _quality.world_record(seed_dir)
+    assert got["all_checks_pass"] is True and got["long_accuracy"] == 0.97 and got["short_accuracy"] == 0.6
+    assert got["calibration"] == {"long": {"rounds": 2, "steps_added": 1000, "met": True},
+                                  "short": {"rounds": 0, "steps_added": 0, "met": True}}
