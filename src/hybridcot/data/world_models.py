@@ -409,11 +409,12 @@ def build_world(cfg: WorldBuildConfig) -> Path:
         t = time.time()
         val = world_val(cfg, train, test)
         write_jsonl(out / "data" / "val.jsonl", (p.to_record() for p in val))
+        # every level once (Long's long_level_repeats left out): the top-up's emphasis is what it measured
+        level_data = {k: ([p for p in train if p.level == k], [t for p, t in zip(train, thoughts) if p.level == k])
+                      for k in range(1, 6)}
         for name in ("long", "short"):
-            # every level once (Long's long_level_repeats left out): the top-up's emphasis is what it measured
-            by_level = {k: _sft_rows([p for p in train if p.level == k], [t for p, t in zip(train, thoughts) if p.level == k],
-                                     name, cfg.finish_share if name == "short" else 0.0, cfg.seed + k, cfg.short_stepwise)
-                        for k in range(1, 6)}
+            by_level = {k: _sft_rows(probs, ths, name, cfg.finish_share if name == "short" else 0.0, cfg.seed + k,
+                                     cfg.short_stepwise) for k, (probs, ths) in level_data.items()}
             calibrate(cfg, out, name, by_level, tok, token_cache)
         timings["calibrate"] = time.time() - t
 
@@ -502,10 +503,10 @@ def calibrate(cfg: WorldBuildConfig, out: Path, name: str, rows_by_level: dict[i
         if len(state["history"]) <= state["rounds"]:  # the current weights are not evaluated yet
             r = state["rounds"]
             m = evaluate_world_model(mdir, out / "data" / "val.jsonl", out / "calibration" / f"{name}-round-{r}", cfg)
-            value, met = calibration_target(name, m["per_level"], cfg)
+            per_level = {k: v["accuracy"] for k, v in m["per_level"].items()}
+            value, met = calibration_target(name, per_level, cfg)
             state["history"].append({"round": r, "steps_added": state["steps_added"], "value": value, "met": met,
-                                     "accuracy": m["accuracy"], "mean_tokens": m["mean_tokens"],
-                                     "per_level": {k: v["accuracy"] for k, v in m["per_level"].items()}})
+                                     "accuracy": m["accuracy"], "mean_tokens": m["mean_tokens"], "per_level": per_level})
             state["done"] = met or r >= cfg.calibrate_rounds
             write_json(mdir / "hybridcot.json", {**meta, "calibration": state})
             print(f"world build: calibration of {name}, round {r} (+{state['steps_added']} steps): validation "
