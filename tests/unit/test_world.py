@@ -513,7 +513,8 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
     base = WorldBuildConfig(preset="tiny")
     # fields added after v7, at the value v7 used, leave the hash (and so the cached models) as they were
     legacy = dataclasses.asdict(base)
-    for k in ("long_columns", "p_verify", "p_alternative", "long_level_repeats", "signed_digits", "output", "force",
+    for k in ("long_columns", "p_verify", "p_alternative", "long_level_repeats", "signed_digits", "count_terms",
+              "output", "force",
               "eval_backend", "ft_batch_size",  # ft_batch_size: hashed only where it differs from batch_size
               "finisher_steps", "finisher_lr",  # the finisher records its own config
               # calibration: hashed only when it runs (calibrate_steps > 0); tiny does not calibrate
@@ -538,6 +539,31 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
     assert all(sum(t.kind == "verify" for t in th) == sum(t.kind == "step" for t in th) for th in th_compact)
     with pytest.raises(ValueError, match="p_verify"):
         WorldBuildConfig(preset="tiny", p_verify=1.5)
+
+
+def test_count_terms_opens_both_styles_with_the_problems_size() -> None:
+    from hybridcot.adar1.style import classify_style
+    from hybridcot.data.world_models import WorldBuildConfig, _sft_rows, finisher_rows, world_data
+    from hybridcot.longshort.dialogues import is_world_thought, world_ops
+
+    base = WorldBuildConfig(preset="tiny", n_train=60)
+    counted = WorldBuildConfig(preset="tiny", n_train=60, count_terms=True)
+    assert counted.fingerprint() != base.fingerprint()
+    train, _, thoughts = world_data(counted)
+    _, _, plain = world_data(base)
+    for p, th, th0 in zip(train, thoughts, plain):
+        n = len(p.operands)
+        assert th[0].text == f"{n} terms. " + th0[0].text  # only the plan's opening differs
+        assert [t.text for t in th[1:]] == [t.text for t in th0[1:]]
+        assert is_world_thought(th[0].text) and not world_ops(th[0].text)
+        short = write_short(p, stepwise=True, count_terms=True)
+        assert short == f"{n} terms. " + write_short(p, stepwise=True)
+        assert classify_style(short) == "short" and classify_style(long_text(th)) == "long"
+    rows = _sft_rows(train, thoughts, "both", count_terms=True)
+    assert all(r["completion"][0]["content"].startswith(f"{len(p.operands)} terms. ")
+               for r, p in zip(rows, [p for p in train for _ in (0, 1)]))
+    bare = [r for r in finisher_rows(train, thoughts, bare_share=1.0, count_terms=True)]
+    assert bare and all(re.match(r"\d terms\. ", r["completion"][0]["content"]) for r in bare)
 
 
 def test_long_level_repeats_weight_longs_data_toward_hard_levels() -> None:

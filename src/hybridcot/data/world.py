@@ -179,6 +179,10 @@ class WriterConfig:
     # operation as one fact ("First, 13+7=20."), the running total a short-CoT model also keeps, so
     # what makes Long long is the explicit steps and the reflections, not a harder arithmetic format.
     columns: bool = True
+    # Both styles open by counting the terms ("4 terms. Okay, let me ..." / "4 terms. Quickly: ..."): the
+    # token that picks the style then follows the problem's size, a feature one hop back instead of a
+    # count over the prompt (a probe for AdaR1: can DPO make a merge's style depend on the level?).
+    count_terms: bool = False
 
 
 def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = None) -> list[Thought]:
@@ -187,15 +191,16 @@ def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = N
     # nearby numbers, instead of a lookup back into the prompt (without it the tiny models stopped
     # after two or three operations on longer chains while every step they did write was right).
     last = f"{p.ops[-1]}{p.operands[-1]}"
+    opening = count_opening(p) if cfg.count_terms else ""
     if cfg.tags:
         # Each term under a letter: a step finds its operand by its letter (the letter after the last
         # step's one), a content lookup, instead of counting terms in the prompt.
         terms = [str(p.operands[0])] + [f"{op}{x}" for op, x in zip(p.ops, p.operands[1:])]
         listing = ", ".join(f"{TAGS[i]} {t}" for i, t in enumerate(terms))
-        thoughts = [Thought(f"Okay, let me work out {p.expression} one operation at a time: {listing}; "
+        thoughts = [Thought(f"{opening}Okay, let me work out {p.expression} one operation at a time: {listing}; "
                             f"the last is {TAGS[len(terms) - 1]}.", "plan")]
     else:
-        thoughts = [Thought(f"Okay, let me work out {p.expression} one operation at a time; the last term is {last}.",
+        thoughts = [Thought(f"{opening}Okay, let me work out {p.expression} one operation at a time; the last term is {last}.",
                             "plan")]
     total = p.operands[0]
     for k, (op, x) in enumerate(zip(p.ops, p.operands[1:])):
@@ -231,14 +236,22 @@ def long_text(thoughts: list[Thought]) -> str:
     return "\n\n".join(t.text for t in thoughts)
 
 
-def write_short(p: WorldProblem, stepwise: bool = False) -> str:
+def count_opening(p: WorldProblem) -> str:
+    """The opening both writers share with `WriterConfig.count_terms`: "4 terms. "."""
+    return f"{len(p.operands)} terms. "
+
+
+def write_short(p: WorldProblem, stepwise: bool = False, count_terms: bool = False) -> str:
     """The concise solution. `stepwise`: one running total per operation, done in the head
     ("Quickly: 7+8=15, 15-9=6."), as a short-CoT model writes; otherwise the whole chain in one step.
 
     Measured (default-preset sizes, Short fine-tuned 1200 steps from the same base, 30 test problems
     per level): stepwise 100/97/83/67/3% on levels 1-5, one step 87/23/3/10/7%: a tiny model cannot
     add five numbers in its head, but it can keep one running total, and loses track past four terms.
+    `count_terms`: open with the number of terms, as the long writer does with `WriterConfig.count_terms`.
     """
+    if count_terms:
+        return count_opening(p) + write_short(p, stepwise)
     if stepwise:
         return f"Quickly: {_steps(partial_totals(p.operands, p.ops), p.ops, p.operands, 0, len(p.ops))}. " \
                f"The answer is \\boxed{{{p.answer}}}."

@@ -39,7 +39,7 @@ PRESETS: dict[str, dict] = {
                  base_steps=150, long_steps=80, short_steps=30, batch_size=16, ft_batch_size=16, lr=3e-3, ft_lr=1.5e-3,
                  max_new_tokens=256, init_std=0.02, finish_share=0.0, scratchpad=False, tags=False,
                  short_stepwise=False, long_columns=True, p_verify=0.3, p_alternative=0.2,
-                 long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False, finisher_steps=20, finisher_lr=5e-4,
+                 long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False, count_terms=False, finisher_steps=20, finisher_lr=5e-4,
                  calibrate_steps=0, calibrate_rounds=0, calibrate_lr=7.5e-4, calibrate_boost=4, val_n=20,
                  long_target=0.85, short_target=0.9),
     # the demo and the benchmarks (see the foundation issue for the accuracy/length checks).
@@ -64,7 +64,7 @@ PRESETS: dict[str, dict] = {
                     # term E where F came next (F appears only in level-5 problems): 85.8%, level 5 33%.
                     # Levels 4 and 5 repeated 2 and 4 times in Long's data as well: Long 99.4%, level 5
                     # 98%; Short (its data unchanged) 80.0%, level 5 33%. v7 (neither): Long 81.6%.
-                    long_level_repeats=[1, 1, 1, 2, 4], signed_digits=True,
+                    long_level_repeats=[1, 1, 1, 2, 4], signed_digits=True, count_terms=False,
                     # Stop 16 (importance of the first 200 demo CoTs against the writer's redundant marks): Short
                     # as the rollout model scored the final thought -0.63 (it was never taught to finish a whole
                     # solution: acc 0.24 after it) and redundant thoughts above the others (-0.02 vs -0.15,
@@ -99,7 +99,7 @@ FINISHER_KEYS = ("finisher_steps", "finisher_lr")
 
 # Config fields added after world v7, at the value v7 builds used: left out of the hash at that value.
 _ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2, "long_level_repeats": [1, 1, 1, 1, 1],
-                     "signed_digits": False}
+                     "signed_digits": False, "count_terms": False}
 # Calibration (stop 18): hashed only when it runs (calibrate_steps > 0), so builds without it keep their folders.
 CALIBRATION_KEYS = ("calibrate_steps", "calibrate_rounds", "calibrate_lr", "calibrate_boost", "val_n", "long_target",
                     "short_target")
@@ -141,6 +141,8 @@ class WorldBuildConfig:
                                           "appear in Long's fine-tuning data (levels 1-5): more of the hard levels")
     signed_digits: bool | None = field(None, help="the tokenizer has one token per signed digit (\" +9\", \" -3\"), so "
                                                   "a listed term's digit directly follows its letter")
+    count_terms: bool | None = field(None, help="both styles open with the number of terms (\"4 terms. Okay, let me "
+                                                "...\" / \"4 terms. Quickly: ...\"), so the style token follows the size")
     finish_share: float | None = field(None, help="share of training problems that also teach Short to finish a "
                                                   "partial long solution (Long⊗Short's rollout model)")
     finisher_steps: int | None = field(None, help="optimizer steps training the finisher from Short: Short taught to "
@@ -259,7 +261,7 @@ def world_data(cfg: WorldBuildConfig) -> tuple[list[W.WorldProblem], list[W.Worl
 def writer_config(cfg: WorldBuildConfig) -> W.WriterConfig:
     """The long writer's settings of a build."""
     return W.WriterConfig(rewrite=cfg.scratchpad, tags=cfg.tags, columns=cfg.long_columns, p_verify=cfg.p_verify,
-                          p_alternative=cfg.p_alternative)
+                          p_alternative=cfg.p_alternative, count_terms=cfg.count_terms)
 
 
 def repeat_by_level(train, thoughts, repeats: list[int]):
@@ -269,7 +271,7 @@ def repeat_by_level(train, thoughts, repeats: list[int]):
 
 
 def _sft_rows(train, thoughts, style: str, finish_share: float = 0.0, seed: int = 0,
-              stepwise: bool = False) -> list[dict]:
+              stepwise: bool = False, count_terms: bool = False) -> list[dict]:
     """Chat prompt/completion rows. With `finish_share` > 0 (the Short model), that share of the
     problems also gives a *finish* row: the prompt holds the problem and the first thoughts of its
     long solution (`world.finish_prompt`), the completion finishes in the short style from there
@@ -282,7 +284,7 @@ def _sft_rows(train, thoughts, style: str, finish_share: float = 0.0, seed: int 
         if style in ("long", "both"):
             rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": W.long_text(th)}]})
         if style in ("short", "both"):
-            rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": W.write_short(p, stepwise)}]})
+            rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": W.write_short(p, stepwise, count_terms)}]})
         if style == "short" and rng.random() < finish_share:
             cut = rng.randint(1, len(th) - 1)  # keep the plan and at least one thought; never the final one
             done = sum(t.kind == "step" for t in th[:cut])
@@ -292,7 +294,7 @@ def _sft_rows(train, thoughts, style: str, finish_share: float = 0.0, seed: int 
 
 
 def finisher_rows(train, thoughts, seed: int = 0, stepwise: bool = False, n_rows: int = 20000,
-                  bare_share: float = 0.3, empty_share: float = 0.15) -> list[dict]:
+                  bare_share: float = 0.3, empty_share: float = 0.15, count_terms: bool = False) -> list[dict]:
     """The finisher's data: `n_rows` problems drawn without replacement (all of them if fewer), each
     giving one row. A `bare_share` of them are Short's own rows (the bare problem, the short solution),
     so the finisher keeps Short's skill; the others are finish rows, an `empty_share` of them with
@@ -305,7 +307,7 @@ def finisher_rows(train, thoughts, seed: int = 0, stepwise: bool = False, n_rows
     for j in order[:n_rows]:
         p, th = train[j], thoughts[j]
         if rng.random() < bare_share:
-            prompt, text = W.user_prompt(p.problem), W.write_short(p, stepwise)
+            prompt, text = W.user_prompt(p.problem), W.write_short(p, stepwise, count_terms)
         else:
             cut = 0 if rng.random() < empty_share else rng.randint(1, len(th))
             prompt = W.finish_prompt(p.problem, [t.text for t in th[:cut]])
@@ -366,7 +368,7 @@ def build_world(cfg: WorldBuildConfig) -> Path:
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         texts = [W.user_prompt(p.problem) for p in train[:2000]] + [W.long_text(t) for t in thoughts[:2000]]
-        texts += [W.write_short(p, cfg.short_stepwise) for p in train[:2000]]
+        texts += [W.write_short(p, cfg.short_stepwise, cfg.count_terms) for p in train[:2000]]
         tok = train_tokenizer(texts, cfg.vocab_size, signed_digits=cfg.signed_digits)
         import os
         import shutil
@@ -394,7 +396,8 @@ def build_world(cfg: WorldBuildConfig) -> Path:
         t = time.time()
         model = _new_model(cfg, tok) if parent is None else load_causal_lm(out / parent)
         probs, ths = (train, thoughts) if name != "long" else repeat_by_level(train, thoughts, cfg.long_level_repeats)
-        rows = _sft_rows(probs, ths, style, cfg.finish_share if name == "short" else 0.0, cfg.seed, cfg.short_stepwise)
+        rows = _sft_rows(probs, ths, style, cfg.finish_share if name == "short" else 0.0, cfg.seed, cfg.short_stepwise,
+                         cfg.count_terms)
         bs = cfg.batch_size if parent is None else cfg.ft_batch_size
         model, losses[name] = sft_train(model, tok, rows, steps=steps, batch_size=bs, lr=lr, seed=cfg.seed,
                                         what=f"world {name}", token_cache=token_cache)
@@ -414,7 +417,7 @@ def build_world(cfg: WorldBuildConfig) -> Path:
                       for k in range(1, 6)}
         for name in ("long", "short"):
             by_level = {k: _sft_rows(probs, ths, name, cfg.finish_share if name == "short" else 0.0, cfg.seed + k,
-                                     cfg.short_stepwise) for k, (probs, ths) in level_data.items()}
+                                     cfg.short_stepwise, cfg.count_terms) for k, (probs, ths) in level_data.items()}
             calibrate(cfg, out, name, by_level, tok, token_cache)
         timings["calibrate"] = time.time() - t
 
@@ -547,7 +550,7 @@ def build_finisher(cfg: WorldBuildConfig, out: Path, data: tuple | None = None) 
         return fdir  # weights, metrics.json and hybridcot.json land together (save_checkpoint)
     t = time.time()
     train, test, thoughts = data or world_data(cfg)
-    rows = finisher_rows(train, thoughts, cfg.seed, cfg.short_stepwise)
+    rows = finisher_rows(train, thoughts, cfg.seed, cfg.short_stepwise, count_terms=cfg.count_terms)
     tok = load_tokenizer(out / "tokenizer")
     model, losses = sft_train(load_causal_lm(out / "short"), tok, rows, steps=cfg.finisher_steps,
                               batch_size=cfg.ft_batch_size, lr=cfg.finisher_lr, seed=cfg.seed, what="world finisher")

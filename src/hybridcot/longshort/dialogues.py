@@ -70,7 +70,7 @@ _OP = re.compile(r"\bso (-?\d+)([+-])(\d+)=(-?\d+)\.")
 # the compact step (WriterConfig.columns=False): "Next, 13+7=20." / "Wait, we still need to add 7. 13+7=20."
 _OP_COMPACT = re.compile(r"^(?:[A-Z][a-z]+,(?: [A-F] [+-]\d+\.)?|Wait, we still need(?: to (?:add|subtract) \d+| [A-F] "
                          r"[+-]\d+)\.) (-?\d+)([+-])(\d+)=(-?\d+)\.", re.M)
-_WORLD_THOUGHT = re.compile(r"(Okay, let me work out |Let me double-check |Alternatively, |So the answer is \\boxed\{)")
+_WORLD_THOUGHT = re.compile(r"(?:\d+ terms\. )?(Okay, let me work out |Let me double-check |Alternatively, |So the answer is \\boxed\{)")
 
 
 def world_ops(text: str) -> list[tuple[int, str, int, int]]:
