@@ -40,6 +40,9 @@ STAGES: dict[str, tuple[str, str, str, str]] = {
             "SFT (TRL SFTTrainer) from a checkpoint on prompt/completion rows; an ordinary checkpoint out."),
     "merge": ("hybridcot.merging", "MergeConfig", "run_merge",
               "AdaR1 stage I: merge Long and Short checkpoints (θ = α·θ_L + (1−α)·θ_S), optionally sweeping α."),
+    "style-odds": ("hybridcot.adar1.style_odds", "StyleOddsConfig", "run_style_odds",
+                   "AdaR1 diagnostic: per level, a model's log-odds of Long's against Short's style at the token where the "
+                   "embedded world's two solutions branch."),
     "report": ("hybridcot.evaluation.report", "ReportConfig", "run_report",
                "Put several eval runs in one table with ΔA, ΔL and AES against a base run."),
     "chunk": ("hybridcot.longshort.chunking", "ChunkConfig", "run_chunk",
