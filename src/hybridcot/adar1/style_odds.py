@@ -76,6 +76,7 @@ def world_solutions(world: Path, per_level: int) -> list[tuple[int, str, str, st
         if not p.is_file():
             raise HybridcotError(f"{world}: not an embedded world folder (no {p.relative_to(world)})")
     cfg = load_config(WorldBuildConfig, cfg_path)
+    wcfg = writer_config(cfg)
     out, taken = [], Counter()
     for line, rec in enumerate(read_jsonl(test), 1):
         try:
@@ -86,14 +87,12 @@ def world_solutions(world: Path, per_level: int) -> list[tuple[int, str, str, st
         if taken[p.level] >= per_level:
             continue
         taken[p.level] += 1
-        long = W.long_text(W.write_long(p, random.Random(f"odds:{p.id}"), writer_config(cfg)))
+        long = W.long_text(W.write_long(p, random.Random(f"odds:{p.id}"), wcfg))
         out.append((p.level, text, long, W.write_short(p, cfg.short_stepwise, cfg.count_terms)))
     return out
 
 
 def run_style_odds(cfg: StyleOddsConfig) -> dict:
-    import torch
-
     from hybridcot.adar1.dpo import load_model
     from hybridcot.data import world as W
     from hybridcot.evaluation.report import _print
@@ -106,7 +105,6 @@ def run_style_odds(cfg: StyleOddsConfig) -> dict:
     for m in [s.strip() for s in cfg.models.split(",") if s.strip()]:
         tok, model = load_model(m)
         model.eval()
-        torch.manual_seed(0)
         by_level: dict[int, list[tuple[float, bool, str]]] = {lv: [] for lv in levels}
         for lv, text, long, short in items:
             prompt = tok.apply_chat_template([{"role": "user", "content": W.user_prompt(text)}], tokenize=False,
