@@ -29,14 +29,16 @@ from hybridcot.io import HybridcotError
 class StyleOddsConfig:
     """Branch-token log-odds between the world's long and short solutions, per level and model."""
 
-    models: str = field("", help="checkpoint folders, comma-separated")
+    models: list[str] = field([], help="checkpoint folders (models=a,b on the command line)")
     world: str = field("", help="the embedded world's folder: its config.yaml gives the writers, "
                                 "data/test.jsonl the problems")
     per_level: int = field(20, help="test problems per level (the first ones of each level)")
     output: str = field("", help="JSON file for the results (written atomically); empty = print only")
 
     def __post_init__(self) -> None:
-        if not self.models.strip():
+        if isinstance(self.models, str):  # from Python; the CLI and YAML give a list
+            self.models = [m for m in self.models.split(",") if m]
+        if not self.models:
             raise ValueError("models is required (checkpoint folders, comma-separated)")
         if not self.world:
             raise ValueError("world is required (an embedded world's folder)")
@@ -102,7 +104,7 @@ def run_style_odds(cfg: StyleOddsConfig) -> dict:
     items = world_solutions(world, cfg.per_level)
     levels = sorted({lv for lv, *_ in items})
     results: dict = {"world": str(world), "per_level": cfg.per_level, "models": {}}
-    for m in [s.strip() for s in cfg.models.split(",") if s.strip()]:
+    for m in cfg.models:
         tok, model = load_model(m)
         model.eval()
         by_level: dict[int, list[tuple[float, bool, str]]] = {lv: [] for lv in levels}
