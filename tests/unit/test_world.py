@@ -513,7 +513,7 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
     base = WorldBuildConfig(preset="tiny")
     # fields added after v7, at the value v7 used, leave the hash (and so the cached models) as they were
     legacy = dataclasses.asdict(base)
-    for k in ("long_columns", "p_verify", "p_alternative", "long_level_repeats", "signed_digits", "count_terms",
+    for k in ("long_columns", "p_verify", "p_alternative", "long_level_repeats", "signed_digits", "count_terms", "short_parent",
               "output", "force",
               "eval_backend", "ft_batch_size",  # ft_batch_size: hashed only where it differs from batch_size
               "finisher_steps", "finisher_lr",  # the finisher records its own config
@@ -774,3 +774,54 @@ def test_validation_set_refuses_a_size_the_levels_cannot_fill() -> None:
     with pytest.raises(HybridcotError, match=r"only \{2: 0\} validation problems per level are new"):
         world_val(cfg, train, [*test, *every_level2])
     assert len(world_val(cfg, train, test)) == 5
+
+
+def test_short_parent_long_fine_tunes_short_from_the_calibrated_long(tmp_path, monkeypatch) -> None:
+    """short_parent=long: Short starts from Long's weights as they are after Long's calibration (the
+    AdaR1 paper's Short is Long plus a short fine-tune); the default still starts it from the base."""
+    import json
+
+    import torch
+
+    import hybridcot.training as training
+    from hybridcot.data import world_models as wm
+    from hybridcot.models import load_causal_lm
+    from hybridcot.training import save_checkpoint
+
+    events: list[tuple] = []
+
+    def fake_train(model, tok, rows, steps, batch_size, lr, seed, what, token_cache=None):
+        events.append(("train", what.split()[-1], float(sum(p.detach().double().sum() for p in model.parameters()))))
+        return model, [1.0]
+
+    def fake_calibrate(cfg, out, name, rows_by_level, tok, token_cache=None):
+        model = load_causal_lm(out / name)  # a "top-up": every weight moves by 0.5
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.5)
+        save_checkpoint(model, tok, out / name, {**wm.read_json(out / name / "hybridcot.json"), "calibration": {}})
+        events.append(("calibrate", name, float(sum(p.detach().double().sum() for p in model.parameters()))))
+
+    fake_eval = {"accuracy": 1.0, "mean_tokens": 1.0, "per_level": {}}
+    monkeypatch.setattr(training, "sft_train", fake_train)
+    monkeypatch.setattr(wm, "calibrate", fake_calibrate)
+    monkeypatch.setattr(wm, "evaluate_world_model", lambda *a, **k: fake_eval)
+    monkeypatch.setattr(wm, "world_checks", lambda long, short, out: {"long": long, "short": short, "checks": {}})
+    monkeypatch.setattr(wm, "build_finisher", lambda *a, **k: None)
+    monkeypatch.setattr(wm, "_print_metrics", lambda m: None)
+
+    for parent in ("long", "base"):
+        events.clear()
+        cfg = wm.WorldBuildConfig(preset="tiny", n_train=10, n_test=5, val_n=5, calibrate_steps=1, calibrate_rounds=1,
+                                  short_parent=parent, output=str(tmp_path / parent))
+        wm.build_world(cfg)
+        assert [e[:2] for e in events] == [("train", "base"), ("train", "long"), ("calibrate", "long"),
+                                           ("train", "short"), ("calibrate", "short")]
+        sums = {f"{kind}:{name}": s for kind, name, s in events}
+        start = sums["calibrate:long"] if parent == "long" else sums["train:base"]
+        assert sums["train:short"] == pytest.approx(start, rel=1e-9)
+        assert json.loads((tmp_path / parent / "short" / "hybridcot.json").read_text())["parent"] == parent
+    assert wm.WorldBuildConfig(preset="tiny", short_parent="long").fingerprint() \
+        != wm.WorldBuildConfig(preset="tiny").fingerprint()
+    with pytest.raises(ValueError, match="short_parent"):
+        wm.WorldBuildConfig(preset="tiny", short_parent="short")

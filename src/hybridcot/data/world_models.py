@@ -39,7 +39,8 @@ PRESETS: dict[str, dict] = {
                  base_steps=150, long_steps=80, short_steps=30, batch_size=16, ft_batch_size=16, lr=3e-3, ft_lr=1.5e-3,
                  max_new_tokens=256, init_std=0.02, finish_share=0.0, scratchpad=False, tags=False,
                  short_stepwise=False, long_columns=True, p_verify=0.3, p_alternative=0.2,
-                 long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False, count_terms=False, finisher_steps=20, finisher_lr=5e-4,
+                 long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False, count_terms=False, short_parent="base", finisher_steps=20,
+                 finisher_lr=5e-4,
                  calibrate_steps=0, calibrate_rounds=0, calibrate_lr=7.5e-4, calibrate_boost=4, val_n=20,
                  long_target=0.85, short_target=0.9),
     # the demo and the benchmarks (see the foundation issue for the accuracy/length checks).
@@ -64,7 +65,7 @@ PRESETS: dict[str, dict] = {
                     # term E where F came next (F appears only in level-5 problems): 85.8%, level 5 33%.
                     # Levels 4 and 5 repeated 2 and 4 times in Long's data as well: Long 99.4%, level 5
                     # 98%; Short (its data unchanged) 80.0%, level 5 33%. v7 (neither): Long 81.6%.
-                    long_level_repeats=[1, 1, 1, 2, 4], signed_digits=True, count_terms=False,
+                    long_level_repeats=[1, 1, 1, 2, 4], signed_digits=True, count_terms=False, short_parent="base",
                     # Stop 16 (importance of the first 200 demo CoTs against the writer's redundant marks): Short
                     # as the rollout model scored the final thought -0.63 (it was never taught to finish a whole
                     # solution: acc 0.24 after it) and redundant thoughts above the others (-0.02 vs -0.15,
@@ -99,7 +100,7 @@ FINISHER_KEYS = ("finisher_steps", "finisher_lr")
 
 # Config fields added after world v7, at the value v7 builds used: left out of the hash at that value.
 _ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2, "long_level_repeats": [1, 1, 1, 1, 1],
-                     "signed_digits": False, "count_terms": False}
+                     "signed_digits": False, "count_terms": False, "short_parent": "base"}
 # Calibration (stop 18): hashed only when it runs (calibrate_steps > 0), so builds without it keep their folders.
 CALIBRATION_KEYS = ("calibrate_steps", "calibrate_rounds", "calibrate_lr", "calibrate_boost", "val_n", "long_target",
                     "short_target")
@@ -143,6 +144,9 @@ class WorldBuildConfig:
                                                   "a listed term's digit directly follows its letter")
     count_terms: bool | None = field(None, help="both styles open with the number of terms (\"4 terms. Okay, let me "
                                                 "...\" / \"4 terms. Quickly: ...\"), so the style token follows the size")
+    short_parent: str | None = field(None, help="what Short is fine-tuned from: 'base' (the shared base, as Long) or "
+                                                "'long' (Long after its calibration, as the AdaR1 paper's Short: a "
+                                                "small step from Long, so their linear merges interpolate)")
     finish_share: float | None = field(None, help="share of training problems that also teach Short to finish a "
                                                   "partial long solution (Long⊗Short's rollout model)")
     finisher_steps: int | None = field(None, help="optimizer steps training the finisher from Short: Short taught to "
@@ -178,6 +182,8 @@ class WorldBuildConfig:
             raise ValueError(f"p_verify and p_alternative must be in [0, 1], got {self.p_verify}, {self.p_alternative}")
         if len(self.long_level_repeats) != 5 or min(self.long_level_repeats) < 1:
             raise ValueError(f"long_level_repeats must be 5 counts >= 1 (levels 1-5), got {self.long_level_repeats}")
+        if self.short_parent not in ("base", "long"):
+            raise ValueError(f"short_parent must be 'base' or 'long', got {self.short_parent!r}")
         if not 0.0 <= self.finish_share <= 1.0:
             raise ValueError(f"finish_share must be in [0, 1], got {self.finish_share}")
         if self.calibrate_steps < 0 or self.calibrate_rounds < 0 or self.calibrate_lr <= 0 or self.val_n < 0:
@@ -389,37 +395,36 @@ def build_world(cfg: WorldBuildConfig) -> Path:
     token_cache: dict[str, list[int]] = {}  # Long's and Short's rows reuse the base's texts
     stages = [("base", None, "both", cfg.base_steps, cfg.lr),
               ("long", "base", "long", cfg.long_steps, cfg.ft_lr),
-              ("short", "base", "short", cfg.short_steps, cfg.ft_lr)]
-    for name, parent, style, steps, lr in stages:
-        if (out / name / "model.safetensors").exists():
-            continue
-        t = time.time()
-        model = _new_model(cfg, tok) if parent is None else load_causal_lm(out / parent)
-        probs, ths = (train, thoughts) if name != "long" else repeat_by_level(train, thoughts, cfg.long_level_repeats)
-        rows = _sft_rows(probs, ths, style, cfg.finish_share if name == "short" else 0.0, cfg.seed, cfg.short_stepwise,
-                         cfg.count_terms)
-        bs = cfg.batch_size if parent is None else cfg.ft_batch_size
-        model, losses[name] = sft_train(model, tok, rows, steps=steps, batch_size=bs, lr=lr, seed=cfg.seed,
-                                        what=f"world {name}", token_cache=token_cache)
-        save_checkpoint(model, tok, out / name, {**meta, "role": name, "style": style, "parent": parent,
-                                                  "steps": steps, "batch_size": bs,
-                                                  "losses": losses[name]})
-        timings[f"train_{name}"] = time.time() - t
-        print(f"world build: trained {name} in {timings['train_' + name]:.0f}s "
-              f"(loss {losses[name][0]:.3f} -> {losses[name][-1]:.3f})")
-
+              ("short", cfg.short_parent, "short", cfg.short_steps, cfg.ft_lr)]
     if cfg.calibrate_steps:
-        t = time.time()
         val = world_val(cfg, train, test)
         write_jsonl(out / "data" / "val.jsonl", (p.to_record() for p in val))
         # every level once (Long's long_level_repeats left out): the top-up's emphasis is what it measured
         level_data = {k: ([p for p in train if p.level == k], [t for p, t in zip(train, thoughts) if p.level == k])
                       for k in range(1, 6)}
-        for name in ("long", "short"):
+    for name, parent, style, steps, lr in stages:
+        if not (out / name / "model.safetensors").exists():
+            t = time.time()
+            model = _new_model(cfg, tok) if parent is None else load_causal_lm(out / parent)
+            probs, ths = (train, thoughts) if name != "long" else repeat_by_level(train, thoughts, cfg.long_level_repeats)
+            rows = _sft_rows(probs, ths, style, cfg.finish_share if name == "short" else 0.0, cfg.seed,
+                             cfg.short_stepwise, cfg.count_terms)
+            bs = cfg.batch_size if parent is None else cfg.ft_batch_size
+            model, losses[name] = sft_train(model, tok, rows, steps=steps, batch_size=bs, lr=lr, seed=cfg.seed,
+                                            what=f"world {name}", token_cache=token_cache)
+            save_checkpoint(model, tok, out / name, {**meta, "role": name, "style": style, "parent": parent,
+                                                      "steps": steps, "batch_size": bs,
+                                                      "losses": losses[name]})
+            timings[f"train_{name}"] = time.time() - t
+            print(f"world build: trained {name} in {timings['train_' + name]:.0f}s "
+                  f"(loss {losses[name][0]:.3f} -> {losses[name][-1]:.3f})")
+        if cfg.calibrate_steps and name != "base":
+            # right after its fine-tune, so a Short fine-tuned from Long starts from the calibrated Long
+            t = time.time()
             by_level = {k: _sft_rows(probs, ths, name, cfg.finish_share if name == "short" else 0.0, cfg.seed + k,
                                      cfg.short_stepwise, cfg.count_terms) for k, (probs, ths) in level_data.items()}
             calibrate(cfg, out, name, by_level, tok, token_cache)
-        timings["calibrate"] = time.time() - t
+            timings[f"calibrate_{name}"] = time.time() - t
 
     t = time.time()
     evals = {name: evaluate_world_model(out / name, out / "data" / "test.jsonl", out / "eval" / name, cfg)
