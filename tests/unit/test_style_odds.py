@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hybridcot.adar1.style_odds import StyleOddsConfig, branch_logodds, run_style_odds, world_solutions
+from hybridcot.adar1.style_odds import StyleOddsConfig, branch_logodds, forced_greedy, run_style_odds, world_solutions
 from hybridcot.io import HybridcotError
 
 
@@ -54,12 +54,13 @@ def _world(tmp_path: Path, count_terms: bool) -> Path:
 def test_world_solutions_use_the_worlds_writers(tmp_path: Path) -> None:
     items = world_solutions(_world(tmp_path, True), per_level=2)
     assert sorted(lv for lv, *_ in items) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
-    for lv, text, long, short in items:
+    for lv, text, long, short, gold in items:
         n = lv + 1  # level k has k + 1 terms
         assert long.startswith(f"{n} terms. Okay, let me work out") and short.startswith(f"{n} terms. Quickly: ")
         assert text in (json.loads(line)["problem"] for line in (tmp_path / "world/data/test.jsonl").open())
+        assert short.endswith(f"\\boxed{{{gold}}}.")
     plain = world_solutions(_world(tmp_path / "b", False), per_level=1)
-    assert all(long.startswith("Okay") and short.startswith("Quickly") for _, _, long, short in plain)
+    assert all(long.startswith("Okay") and short.startswith("Quickly") for _, _, long, short, _ in plain)
 
 
 def test_run_style_odds_on_a_model(tmp_path: Path, pico_model_dir: Path) -> None:
@@ -74,7 +75,7 @@ def test_run_style_odds_on_a_model(tmp_path: Path, pico_model_dir: Path) -> None
     from hybridcot.data.world import user_prompt
 
     tok, model = load_model(str(pico_model_dir))
-    lv, text, long, short = world_solutions(world, 1)[0]
+    lv, text, long, short, _ = world_solutions(world, 1)[0]
     prompt = tok.apply_chat_template([{"role": "user", "content": user_prompt(text)}], tokenize=False,
                                      add_generation_prompt=True)
     full_l, full_s = tok(prompt + long)["input_ids"], tok(prompt + short)["input_ids"]
@@ -95,6 +96,48 @@ def test_bad_inputs_get_one_line_errors(tmp_path: Path) -> None:
         f.write(json.dumps({"id": "x", "problem": "What is 1+2?", "level": 1}) + "\n")
     with pytest.raises(HybridcotError, match=r"test.jsonl:21: not a world problem record"):
         world_solutions(world, 100)
-    for bad in (dict(models="", world="w"), dict(models="m", world=""), dict(models="m", world="w", per_level=0)):
+    for bad in (dict(models="", world="w"), dict(models="m", world=""), dict(models="m", world="w", per_level=0),
+                dict(models="m", world="w", max_tokens=0)):
         with pytest.raises(ValueError):
             StyleOddsConfig(**bad)
+
+
+def test_forced_greedy_pads_left_and_matches_one_at_a_time(pico_model_dir: Path) -> None:
+    from hybridcot.adar1.dpo import load_model
+
+    tok, model = load_model(str(pico_model_dir))
+    prompts = [tok("What is 12+7?")["input_ids"], tok("2")["input_ids"], tok("Okay, let me")["input_ids"]]
+    together = forced_greedy(model, tok, prompts, max_tokens=6, batch_size=3)
+    alone = [forced_greedy(model, tok, [p], max_tokens=6, batch_size=1)[0] for p in prompts]
+    assert together == alone and len(together) == 3
+
+
+def test_forced_accuracy_grades_each_styles_continuation(tmp_path: Path, pico_model_dir: Path, monkeypatch) -> None:
+    """forced=true: each style's opening ends at the branch token ("Okay" / "Quickly"), and what the
+    model writes after it is graded per level and style."""
+    import hybridcot.adar1.style_odds as so
+    from hybridcot.adar1.dpo import load_model
+
+    world = _world(tmp_path, True)
+    items = world_solutions(world, 2)
+    tok, _ = load_model(str(pico_model_dir))
+    seen = {}
+
+    def fake(model, tok_, prompts, max_tokens, batch_size):
+        tail = tok_.decode(prompts[0]).split("terms. ")[-1]  # the branch token: a start of "Okay" or "Quickly"
+        style = "short" if tail and "Quickly".startswith(tail) else "long"
+        seen[style] = [tok_.decode(p) for p in prompts]
+        # Short's style right on levels 1-2 only, Long's everywhere
+        return [f" so \\boxed{{{gold if style == 'long' or lv <= 2 else 'x'}}}." for lv, *_, gold in items]
+
+    monkeypatch.setattr(so, "forced_greedy", fake)
+    res = run_style_odds(StyleOddsConfig(models=str(pico_model_dir), world=str(world), per_level=2, forced=True))
+    per = res["models"][str(pico_model_dir)]
+    assert [per[str(lv)]["forced_accuracy"] for lv in range(1, 6)] == \
+        [{"long": 1.0, "short": 1.0}] * 2 + [{"long": 1.0, "short": 0.0}] * 3
+    for style, word in (("long", "Okay"), ("short", "Quickly")):
+        heads = [t.split("<|im_start|>assistant\n")[-1] for t in seen[style]]
+        assert [h.split(" terms. ")[0] for h in heads] == [str(lv + 1) for lv, *_ in items]
+        assert all(h.split(" terms. ")[1] and word.startswith(h.split(" terms. ")[1]) for h in heads)
+    assert "forced_accuracy" not in run_style_odds(StyleOddsConfig(models=str(pico_model_dir), world=str(world),
+                                                                   per_level=1))["models"][str(pico_model_dir)]["1"]

@@ -11,6 +11,12 @@ decoding cannot show how far a model is from switching; this does (stops 13, 16 
 docs/experiments.md tracked DPO with it). It also reports how often the model's most likely token
 there is *neither* style's, the likelihood displacement DPO can cause ("2 terms. The last is ...").
 
+With `forced=true` it also decodes greedily from each style's opening (the world's solution up to and
+including the branch token) and grades the answer: the model's accuracy in each style, whichever it
+would pick itself. That separates "does not choose Short's style" from "cannot solve in it": a
+merge that is a true hybrid keeps both skills (stop 20: the world's merges at α ≥ 0.4 kept almost
+none of Short's).
+
 The numbers are a diagnostic for AdaR1's merged and trained models (does the style depend on the
 level?), not a stage of the chain.
 """
@@ -34,6 +40,10 @@ class StyleOddsConfig:
                                 "data/test.jsonl the problems")
     per_level: int = field(20, help="test problems per level (the first ones of each level)")
     output: str = field("", help="JSON file for the results (written atomically); empty = print only")
+    forced: bool = field(False, help="also grade greedy answers forced into each style (the response prefilled "
+                                     "with the world's solution up to and including the branch token)")
+    max_tokens: int = field(640, help="forced decoding: new tokens at most after the prefilled opening")
+    batch_size: int = field(32, help="forced decoding: problems per generate call")
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str):  # from Python; the CLI and YAML give a list
@@ -44,6 +54,8 @@ class StyleOddsConfig:
             raise ValueError("world is required (an embedded world's folder)")
         if self.per_level < 1:
             raise ValueError(f"per_level must be >= 1, got {self.per_level}")
+        if self.max_tokens < 1 or self.batch_size < 1:
+            raise ValueError(f"max_tokens and batch_size must be >= 1, got {self.max_tokens}, {self.batch_size}")
 
 
 def branch_logodds(model, prompt_ids: list[int], long_ids: list[int], short_ids: list[int]) -> tuple[float, int, int]:
@@ -63,9 +75,27 @@ def branch_logodds(model, prompt_ids: list[int], long_ids: list[int], short_ids:
     return (lp[long_ids[i]] - lp[short_ids[i]]).item(), i, int(lp.argmax())
 
 
-def world_solutions(world: Path, per_level: int) -> list[tuple[int, str, str, str]]:
-    """(level, problem text, long solution, short solution) for the first `per_level` test problems of
-    each level, written by the world's own writers with its build settings."""
+def forced_greedy(model, tok, prompts: list[list[int]], max_tokens: int, batch_size: int) -> list[str]:
+    """Greedy continuations (text) of token-id prompts, left-padded in batches."""
+    import torch
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out: list[str] = []
+    for b in range(0, len(prompts), batch_size):
+        batch = prompts[b:b + batch_size]
+        width = max(map(len, batch))
+        ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch])
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch])
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
+                                 pad_token_id=pad)
+        out += tok.batch_decode(gen[:, width:], skip_special_tokens=True)
+    return out
+
+
+def world_solutions(world: Path, per_level: int) -> list[tuple[int, str, str, str, str]]:
+    """(level, problem text, long solution, short solution, gold answer) for the first `per_level` test
+    problems of each level, written by the world's own writers with its build settings."""
     import random
 
     from hybridcot.config import load_config
@@ -83,14 +113,14 @@ def world_solutions(world: Path, per_level: int) -> list[tuple[int, str, str, st
     for line, rec in enumerate(read_jsonl(test), 1):
         try:
             p = W.WorldProblem(rec["id"], int(rec["level"]), list(rec["operands"]), list(rec["ops"]))
-            text = rec["problem"]
+            text, gold = rec["problem"], str(rec["answer"])
         except (KeyError, TypeError, ValueError) as e:
             raise HybridcotError(f"{test}:{line}: not a world problem record ({e!r})") from None
         if taken[p.level] >= per_level:
             continue
         taken[p.level] += 1
         long = W.long_text(W.write_long(p, random.Random(f"odds:{p.id}"), wcfg))
-        out.append((p.level, text, long, W.write_short(p, cfg.short_stepwise, cfg.count_terms)))
+        out.append((p.level, text, long, W.write_short(p, cfg.short_stepwise, cfg.count_terms), gold))
     return out
 
 
@@ -98,6 +128,7 @@ def run_style_odds(cfg: StyleOddsConfig) -> dict:
     from hybridcot.adar1.dpo import load_model
     from hybridcot.data import world as W
     from hybridcot.evaluation.report import _print
+    from hybridcot.grading import grade
     from hybridcot.io import write_json
 
     world = Path(cfg.world).expanduser()
@@ -108,7 +139,8 @@ def run_style_odds(cfg: StyleOddsConfig) -> dict:
         tok, model = load_model(m)
         model.eval()
         by_level: dict[int, list[tuple[float, bool, str]]] = {lv: [] for lv in levels}
-        for lv, text, long, short in items:
+        openings: dict[str, list[list[int]]] = {"long": [], "short": []}
+        for lv, text, long, short, _ in items:
             prompt = tok.apply_chat_template([{"role": "user", "content": W.user_prompt(text)}], tokenize=False,
                                              add_generation_prompt=True)
             p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -116,12 +148,22 @@ def run_style_odds(cfg: StyleOddsConfig) -> dict:
             s_ids = tok(prompt + short, add_special_tokens=False)["input_ids"][len(p_ids):]
             odds, i, top = branch_logodds(model, p_ids, l_ids, s_ids)
             by_level[lv].append((odds, top not in (l_ids[i], s_ids[i]), tok.decode([top])))
+            openings["long"].append(p_ids + l_ids[:i + 1])
+            openings["short"].append(p_ids + s_ids[:i + 1])
         res = {}
         for lv, vals in by_level.items():
             tops = Counter(t for _, neither, t in vals if neither)
             res[str(lv)] = {"logodds": sum(v for v, _, _ in vals) / len(vals),
                             "neither_share": sum(n for _, n, _ in vals) / len(vals),
                             "neither_top": tops.most_common(1)[0][0] if tops else None, "n": len(vals)}
+        if cfg.forced:
+            for style, prompts in openings.items():
+                texts = forced_greedy(model, tok, prompts, cfg.max_tokens, cfg.batch_size)
+                right: dict[int, list[bool]] = {lv: [] for lv in levels}
+                for (lv, *_, gold), cont in zip(items, texts):
+                    right[lv].append(grade(cont, gold).correct)  # the opening holds no answer: grade what follows
+                for lv in levels:
+                    res[str(lv)].setdefault("forced_accuracy", {})[style] = sum(right[lv]) / len(right[lv])
         results["models"][m] = res
     _print(["model"] + [f"L{lv}" for lv in levels] + ["neither style's token on top"],
            [[m] + [f"{r[str(lv)]['logodds']:+.2f}" for lv in levels]
@@ -129,6 +171,11 @@ def run_style_odds(cfg: StyleOddsConfig) -> dict:
                         for lv in levels if r[str(lv)]["neither_share"]) or "-"]
             for m, r in results["models"].items()],
            "style log-odds at the branch token (log P(Long's) − log P(Short's); > 0: Long's style)")
+    if cfg.forced:
+        _print(["model", "style"] + [f"L{lv}" for lv in levels],
+               [[m, style] + [f"{r[str(lv)]['forced_accuracy'][style]:.0%}" for lv in levels]
+                for m, r in results["models"].items() for style in ("long", "short")],
+               "accuracy forced into each style (greedy from the world's opening up to the branch token)")
     if cfg.output:
         write_json(Path(cfg.output), results)
         print(f"style-odds -> {cfg.output}")
