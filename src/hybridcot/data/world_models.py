@@ -145,8 +145,8 @@ class WorldBuildConfig:
     count_terms: bool | None = field(None, help="both styles open with the number of terms (\"4 terms. Okay, let me "
                                                 "...\" / \"4 terms. Quickly: ...\"), so the style token follows the size")
     short_parent: str | None = field(None, help="what Short is fine-tuned from: 'base' (the shared base, as Long) or "
-                                                "'long' (Long after its calibration, as the AdaR1 paper's Short: a "
-                                                "small step from Long, so their linear merges interpolate)")
+                                                "'long' (Long after its calibration, as the AdaR1 paper's Short). Stop "
+                                                "20: with 'long' the merges of Long and Short still keep one skill only")
     finish_share: float | None = field(None, help="share of training problems that also teach Short to finish a "
                                                   "partial long solution (Long⊗Short's rollout model)")
     finisher_steps: int | None = field(None, help="optimizer steps training the finisher from Short: Short taught to "
