@@ -102,11 +102,11 @@ def test_bad_inputs_get_one_line_errors(tmp_path: Path) -> None:
             StyleOddsConfig(**bad)
 
 
-def test_forced_greedy_pads_left_and_matches_one_at_a_time(pico_model_dir: Path) -> None:
+def test_forced_greedy_batches_match_one_at_a_time(pico_model_dir: Path) -> None:
     from hybridcot.adar1.dpo import load_model
 
     tok, model = load_model(str(pico_model_dir))
-    prompts = [tok("What is 12+7?")["input_ids"], tok("2")["input_ids"], tok("Okay, let me")["input_ids"]]
+    prompts = ["What is 12+7?", "2", "Okay, let me"]
     together = forced_greedy(model, tok, prompts, max_tokens=6, batch_size=3)
     alone = [forced_greedy(model, tok, [p], max_tokens=6, batch_size=1)[0] for p in prompts]
     assert together == alone and len(together) == 3
@@ -124,9 +124,9 @@ def test_forced_accuracy_grades_each_styles_continuation(tmp_path: Path, pico_mo
     seen = {}
 
     def fake(model, tok_, prompts, max_tokens, batch_size):
-        tail = tok_.decode(prompts[0]).split("terms. ")[-1]  # the branch token: a start of "Okay" or "Quickly"
+        tail = prompts[0].split("terms. ")[-1]  # the branch token: a start of "Okay" or "Quickly"
         style = "short" if tail and "Quickly".startswith(tail) else "long"
-        seen[style] = [tok_.decode(p) for p in prompts]
+        seen[style] = prompts
         # Short's style right on levels 1-2 only, Long's everywhere
         return [f" so \\boxed{{{gold if style == 'long' or lv <= 2 else 'x'}}}." for lv, *_, gold in items]
 

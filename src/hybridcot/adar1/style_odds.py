@@ -75,22 +75,15 @@ def branch_logodds(model, prompt_ids: list[int], long_ids: list[int], short_ids:
     return (lp[long_ids[i]] - lp[short_ids[i]]).item(), i, int(lp.argmax())
 
 
-def forced_greedy(model, tok, prompts: list[list[int]], max_tokens: int, batch_size: int) -> list[str]:
-    """Greedy continuations (text) of token-id prompts, left-padded in batches."""
-    import torch
+def forced_greedy(model, tok, prompts: list[str], max_tokens: int, batch_size: int) -> list[str]:
+    """Greedy continuations of raw-text prompts, through the project's `transformers` generator on the
+    model already in memory (batched, left-padded, no special tokens added to a rendered prompt)."""
+    from hybridcot.generation.base import SamplingConfig
+    from hybridcot.generation.hf import HFGenerator
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out: list[str] = []
-    for b in range(0, len(prompts), batch_size):
-        batch = prompts[b:b + batch_size]
-        width = max(map(len, batch))
-        ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch])
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch])
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
-                                 pad_token_id=pad)
-        out += tok.batch_decode(gen[:, width:], skip_special_tokens=True)
-    return out
+    gen = HFGenerator(getattr(model, "name_or_path", "model"), model=model, tokenizer=tok, batch_size=batch_size,
+                      progress=False)
+    return [rows[0].text for rows in gen.generate(prompts, SamplingConfig(max_tokens=max_tokens))]
 
 
 def world_solutions(world: Path, per_level: int) -> list[tuple[int, str, str, str, str]]:
@@ -139,7 +132,7 @@ def run_style_odds(cfg: StyleOddsConfig) -> dict:
         tok, model = load_model(m)
         model.eval()
         by_level: dict[int, list[tuple[float, bool, str]]] = {lv: [] for lv in levels}
-        openings: dict[str, list[list[int]]] = {"long": [], "short": []}
+        openings: dict[str, list[str]] = {"long": [], "short": []}  # prompt + the style's opening, as text
         for lv, text, long, short, _ in items:
             prompt = tok.apply_chat_template([{"role": "user", "content": W.user_prompt(text)}], tokenize=False,
                                              add_generation_prompt=True)
@@ -148,8 +141,8 @@ def run_style_odds(cfg: StyleOddsConfig) -> dict:
             s_ids = tok(prompt + short, add_special_tokens=False)["input_ids"][len(p_ids):]
             odds, i, top = branch_logodds(model, p_ids, l_ids, s_ids)
             by_level[lv].append((odds, top not in (l_ids[i], s_ids[i]), tok.decode([top])))
-            openings["long"].append(p_ids + l_ids[:i + 1])
-            openings["short"].append(p_ids + s_ids[:i + 1])
+            openings["long"].append(prompt + tok.decode(l_ids[:i + 1]))
+            openings["short"].append(prompt + tok.decode(s_ids[:i + 1]))
         res = {}
         for lv, vals in by_level.items():
             tops = Counter(t for _, neither, t in vals if neither)
