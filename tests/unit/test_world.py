@@ -514,6 +514,7 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
     # fields added after v7, at the value v7 used, leave the hash (and so the cached models) as they were
     legacy = dataclasses.asdict(base)
     for k in ("long_columns", "p_verify", "p_alternative", "long_level_repeats", "signed_digits", "count_terms", "short_parent",
+              "parent_steps", "parent_lr", "split_steps", "split_lr",  # the hybrid parent: hashed only when on
               "output", "force",
               "eval_backend", "ft_batch_size",  # ft_batch_size: hashed only where it differs from batch_size
               "finisher_steps", "finisher_lr",  # the finisher records its own config
@@ -794,7 +795,7 @@ def test_short_parent_long_fine_tunes_short_from_the_calibrated_long(tmp_path, m
         events.append(("train", what.split()[-1], float(sum(p.detach().double().sum() for p in model.parameters()))))
         return model, [1.0]
 
-    def fake_calibrate(cfg, out, name, rows_by_level, tok, token_cache=None):
+    def fake_calibrate(cfg, out, name, rows_by_level, tok, token_cache=None, **kw):
         model = load_causal_lm(out / name)  # a "top-up": every weight moves by 0.5
         with torch.no_grad():
             for p in model.parameters():
@@ -825,3 +826,89 @@ def test_short_parent_long_fine_tunes_short_from_the_calibrated_long(tmp_path, m
         != wm.WorldBuildConfig(preset="tiny").fingerprint()
     with pytest.raises(ValueError, match="short_parent"):
         wm.WorldBuildConfig(preset="tiny", short_parent="short")
+
+
+def test_hybrid_parent_splits_long_and_short_from_a_parent_that_knows_both_styles(tmp_path, monkeypatch) -> None:
+    """parent_steps > 0: base -> long0 (calibrated as Long) -> parent (Long's solutions of every level,
+    Short's of levels 1-3) -> Long and Short, each split_steps at split_lr from the parent's weights and
+    topped up as gently; parent_steps = 0 keeps the worlds' hashes."""
+    import json
+
+    import torch
+
+    import hybridcot.training as training
+    from hybridcot.data import world as W
+    from hybridcot.data import world_models as wm
+    from hybridcot.models import load_causal_lm
+    from hybridcot.training import save_checkpoint
+
+    events: list[tuple] = []
+
+    def total(model) -> float:
+        return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+    def fake_train(model, tok, rows, steps, batch_size, lr, seed, what, token_cache=None):
+        name = what.split()[-1]
+        events.append(("train", name, total(model), steps, lr))
+        if name == "parent":
+            events.append(("rows", rows))
+        with torch.no_grad():  # training moves every weight
+            for p in model.parameters():
+                p.add_(0.25)
+        return model, [1.0]
+
+    def fake_calibrate(cfg, out, name, rows_by_level, tok, token_cache=None, target=None, steps=None, lr=None):
+        model = load_causal_lm(out / name)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.5)
+        save_checkpoint(model, tok, out / name, {**wm.read_json(out / name / "hybridcot.json"), "calibration": {}})
+        events.append(("calibrate", name, total(model), target, steps, lr))
+
+    fake_eval = {"accuracy": 1.0, "mean_tokens": 1.0, "per_level": {}}
+    monkeypatch.setattr(training, "sft_train", fake_train)
+    monkeypatch.setattr(wm, "calibrate", fake_calibrate)
+    monkeypatch.setattr(wm, "evaluate_world_model", lambda *a, **k: fake_eval)
+    monkeypatch.setattr(wm, "world_checks", lambda long, short, out: {"long": long, "short": short, "checks": {}})
+    monkeypatch.setattr(wm, "build_finisher", lambda *a, **k: None)
+    monkeypatch.setattr(wm, "_print_metrics", lambda m: None)
+
+    cfg = wm.WorldBuildConfig(preset="tiny", n_train=30, n_test=5, val_n=5, calibrate_steps=7, calibrate_rounds=1,
+                              calibrate_lr=1e-3, parent_steps=11, parent_lr=5e-4, split_steps=3, split_lr=1e-4,
+                              output=str(tmp_path / "w"))
+    wm.build_world(cfg)
+    rows = next(e[1] for e in events if e[0] == "rows")
+    steps = [e for e in events if e[0] != "rows"]
+    assert [e[:2] for e in steps] == [("train", "base"), ("train", "long0"), ("calibrate", "long0"),
+                                      ("train", "parent"), ("train", "long"), ("calibrate", "long"),
+                                      ("train", "short"), ("calibrate", "short")]
+    ev = {f"{e[0]}:{e[1]}": e for e in steps}
+    assert ev["train:parent"][2] == pytest.approx(ev["calibrate:long0"][2], rel=1e-9)  # from the calibrated long0
+    parent_sum = ev["train:parent"][2] + 0.25 * sum(p.numel() for p in load_causal_lm(tmp_path / "w" / "base").parameters())
+    for name in ("long", "short"):  # both start from the parent as trained (it is not calibrated)
+        assert ev[f"train:{name}"][2] == pytest.approx(parent_sum, rel=1e-9)
+        assert ev[f"train:{name}"][3:] == (3, 1e-4)
+        assert ev[f"calibrate:{name}"][3:] == (name, 3, 1e-4)
+    assert ev["train:parent"][3:] == (11, 5e-4)
+    assert ev["calibrate:long0"][3:] == ("long", 7, 1e-3)
+    assert json.loads((tmp_path / "w" / "short" / "hybridcot.json").read_text())["parent"] == "parent"
+    # the parent's data: Long's solution of every training problem, Short's of levels 1-3 only
+    train, _, _ = wm.world_data(cfg)
+    by_prompt = {W.user_prompt(p.problem): p.level for p in train}
+    seen = {"long": set(), "short": set()}
+    for r in rows:
+        style = "long" if r["completion"][0]["content"].count("\n") > 1 else "short"
+        seen[style].add(by_prompt[r["prompt"][0]["content"]])
+    assert seen["long"] == {p.level for p in train}
+    assert seen["short"] == {p.level for p in train} & {1, 2, 3}
+    assert sum(1 for r in rows) == len(train) + sum(p.level <= 3 for p in train)
+    # hash: unchanged when off, changed by the parent and (only then) by its settings
+    base = wm.WorldBuildConfig(preset="tiny")
+    assert wm.WorldBuildConfig(preset="tiny", split_steps=5).fingerprint() == base.fingerprint()
+    on = wm.WorldBuildConfig(preset="tiny", parent_steps=10)
+    assert on.fingerprint() != base.fingerprint()
+    assert wm.WorldBuildConfig(preset="tiny", parent_steps=10, split_lr=1e-3).fingerprint() != on.fingerprint()
+    with pytest.raises(ValueError, match="short_parent"):
+        wm.WorldBuildConfig(preset="tiny", parent_steps=10, short_parent="long")
+    with pytest.raises(ValueError, match="parent_steps"):
+        wm.WorldBuildConfig(preset="tiny", parent_steps=-1)

@@ -40,7 +40,7 @@ PRESETS: dict[str, dict] = {
                  max_new_tokens=256, init_std=0.02, finish_share=0.0, scratchpad=False, tags=False,
                  short_stepwise=False, long_columns=True, p_verify=0.3, p_alternative=0.2,
                  long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False, count_terms=False, short_parent="base", finisher_steps=20,
-                 finisher_lr=5e-4,
+                 finisher_lr=5e-4, parent_steps=0, parent_lr=7.5e-4, split_steps=20, split_lr=2e-4,
                  calibrate_steps=0, calibrate_rounds=0, calibrate_lr=7.5e-4, calibrate_boost=4, val_n=20,
                  long_target=0.85, short_target=0.9),
     # the demo and the benchmarks (see the foundation issue for the accuracy/length checks).
@@ -66,6 +66,11 @@ PRESETS: dict[str, dict] = {
                     # Levels 4 and 5 repeated 2 and 4 times in Long's data as well: Long 99.4%, level 5
                     # 98%; Short (its data unchanged) 80.0%, level 5 33%. v7 (neither): Long 81.6%.
                     long_level_repeats=[1, 1, 1, 2, 4], signed_digits=True, count_terms=False, short_parent="base",
+                    # Stop 20 (seed 0): Long and Short fine-tuned apart (from the base, or Short from Long) merge
+                    # into a model with one skill only; a parent taught both styles and split by 200 gentle steps
+                    # merges into a hybrid (at alpha 0.8 both styles' forced accuracy intact). parent_steps=1500
+                    # turns that on; off by default so the worlds the benches used keep their hash.
+                    parent_steps=0, parent_lr=7.5e-4, split_steps=200, split_lr=2e-4,
                     # Stop 16 (importance of the first 200 demo CoTs against the writer's redundant marks): Short
                     # as the rollout model scored the final thought -0.63 (it was never taught to finish a whole
                     # solution: acc 0.24 after it) and redundant thoughts above the others (-0.02 vs -0.15,
@@ -100,7 +105,12 @@ FINISHER_KEYS = ("finisher_steps", "finisher_lr")
 
 # Config fields added after world v7, at the value v7 builds used: left out of the hash at that value.
 _ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2, "long_level_repeats": [1, 1, 1, 1, 1],
-                     "signed_digits": False, "count_terms": False, "short_parent": "base"}
+                     "signed_digits": False, "count_terms": False, "short_parent": "base", "parent_steps": 0}
+# The hybrid parent (stop 21): hashed only when it is on (parent_steps > 0).
+PARENT_KEYS = ("parent_lr", "split_steps", "split_lr")
+# Short's solutions of these levels join Long's (every level) in the hybrid parent's data: a model whose
+# style already depends on the level, as a merge of the paper's Long and Short does.
+PARENT_SHORT_LEVELS = (1, 2, 3)
 # Calibration (stop 18): hashed only when it runs (calibrate_steps > 0), so builds without it keep their folders.
 CALIBRATION_KEYS = ("calibrate_steps", "calibrate_rounds", "calibrate_lr", "calibrate_boost", "val_n", "long_target",
                     "short_target")
@@ -147,6 +157,15 @@ class WorldBuildConfig:
     short_parent: str | None = field(None, help="what Short is fine-tuned from: 'base' (the shared base, as Long) or "
                                                 "'long' (Long after its calibration, as the AdaR1 paper's Short). Stop "
                                                 "20: with 'long' the merges of Long and Short still keep one skill only")
+    parent_steps: int | None = field(None, help="0: Long and Short are fine-tuned as above. > 0: a hybrid parent is "
+                                                "trained this many steps from the calibrated first Long (long0) on Long's "
+                                                "solutions of every level and Short's of levels 1-3, and the world's Long "
+                                                "and Short are split_steps gentle fine-tunes of it on their own style, "
+                                                "so their linear merge keeps both skills (AdaR1)")
+    parent_lr: float | None = field(None, help="peak learning rate of the hybrid parent (at ft_batch_size)")
+    split_steps: int | None = field(None, help="optimizer steps of Long and Short from the hybrid parent; their "
+                                               "calibration top-ups are as long, at split_lr")
+    split_lr: float | None = field(None, help="peak learning rate of Long and Short from the hybrid parent")
     finish_share: float | None = field(None, help="share of training problems that also teach Short to finish a "
                                                   "partial long solution (Long⊗Short's rollout model)")
     finisher_steps: int | None = field(None, help="optimizer steps training the finisher from Short: Short taught to "
@@ -184,6 +203,13 @@ class WorldBuildConfig:
             raise ValueError(f"long_level_repeats must be 5 counts >= 1 (levels 1-5), got {self.long_level_repeats}")
         if self.short_parent not in ("base", "long"):
             raise ValueError(f"short_parent must be 'base' or 'long', got {self.short_parent!r}")
+        if self.parent_steps < 0 or min(self.parent_lr, self.split_lr) <= 0:
+            raise ValueError(f"parent_steps must be >= 0 and parent_lr, split_lr > 0, got {self.parent_steps}, "
+                             f"{self.parent_lr}, {self.split_lr}")
+        if self.parent_steps and (self.split_steps <= 0 or self.short_parent != "base"):
+            raise ValueError("a hybrid parent (parent_steps > 0) needs split_steps >= 1 and makes both Long and Short "
+                             f"from the parent (leave short_parent unset), got split_steps={self.split_steps}, "
+                             f"short_parent={self.short_parent!r}")
         if not 0.0 <= self.finish_share <= 1.0:
             raise ValueError(f"finish_share must be in [0, 1], got {self.finish_share}")
         if self.calibrate_steps < 0 or self.calibrate_rounds < 0 or self.calibrate_lr <= 0 or self.val_n < 0:
@@ -214,6 +240,9 @@ class WorldBuildConfig:
                 d.pop(k)
         if not d["calibrate_steps"]:
             for k in CALIBRATION_KEYS:
+                d.pop(k)
+        if not d.get("parent_steps"):
+            for k in PARENT_KEYS:
                 d.pop(k)
         if d["ft_batch_size"] == d["batch_size"]:  # added at stop 15; builds before fine-tuned at batch_size
             d.pop("ft_batch_size")
@@ -323,6 +352,19 @@ def finisher_rows(train, thoughts, seed: int = 0, stepwise: bool = False, n_rows
     return rows
 
 
+def parent_rows(train, thoughts, cfg: WorldBuildConfig) -> list[dict]:
+    """The hybrid parent's data: Long's solution of every training problem (`long_level_repeats` as Long)
+    and Short's of those of `PARENT_SHORT_LEVELS`, shuffled together (seeded). A model trained on it picks
+    Short's style on the easy levels and Long's on the hard ones, and can solve in both."""
+    lp, lt = repeat_by_level(train, thoughts, cfg.long_level_repeats)
+    easy = [(p, t) for p, t in zip(train, thoughts) if p.level in PARENT_SHORT_LEVELS]
+    rows = _sft_rows(lp, lt, "long", 0.0, cfg.seed, cfg.short_stepwise, cfg.count_terms)
+    rows += _sft_rows([p for p, _ in easy], [t for _, t in easy], "short", 0.0, cfg.seed, cfg.short_stepwise,
+                      cfg.count_terms)
+    random.Random(f"parent:{cfg.seed}").shuffle(rows)
+    return rows
+
+
 def _new_model(cfg: WorldBuildConfig, tok):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -393,37 +435,50 @@ def build_world(cfg: WorldBuildConfig) -> Path:
     meta = {"world_version": WORLD_VERSION, "config": config_dict(cfg), "fingerprint": cfg.fingerprint()}
     losses: dict[str, list[float]] = {}
     token_cache: dict[str, list[int]] = {}  # Long's and Short's rows reuse the base's texts
-    stages = [("base", None, "both", cfg.base_steps, cfg.lr),
-              ("long", "base", "long", cfg.long_steps, cfg.ft_lr),
-              ("short", cfg.short_parent, "short", cfg.short_steps, cfg.ft_lr)]
+    # (name, parent, style, steps, lr, batch size, Short's finish share)
+    if cfg.parent_steps:  # Long and Short split from a hybrid parent that knows both styles
+        stages = [("base", None, "both", cfg.base_steps, cfg.lr, cfg.batch_size, 0.0),
+                  ("long0", "base", "long", cfg.long_steps, cfg.ft_lr, cfg.ft_batch_size, 0.0),
+                  ("parent", "long0", "parent", cfg.parent_steps, cfg.parent_lr, cfg.ft_batch_size, 0.0),
+                  # no finish rows: 200 gentle steps keep Short close to the parent (the finisher learns finishing)
+                  ("long", "parent", "long", cfg.split_steps, cfg.split_lr, cfg.ft_batch_size, 0.0),
+                  ("short", "parent", "short", cfg.split_steps, cfg.split_lr, cfg.ft_batch_size, 0.0)]
+    else:
+        stages = [("base", None, "both", cfg.base_steps, cfg.lr, cfg.batch_size, 0.0),
+                  ("long", "base", "long", cfg.long_steps, cfg.ft_lr, cfg.ft_batch_size, 0.0),
+                  ("short", cfg.short_parent, "short", cfg.short_steps, cfg.ft_lr, cfg.ft_batch_size, cfg.finish_share)]
     if cfg.calibrate_steps:
         val = world_val(cfg, train, test)
         write_jsonl(out / "data" / "val.jsonl", (p.to_record() for p in val))
         # every level once (Long's long_level_repeats left out): the top-up's emphasis is what it measured
         level_data = {k: ([p for p in train if p.level == k], [t for p, t in zip(train, thoughts) if p.level == k])
                       for k in range(1, 6)}
-    for name, parent, style, steps, lr in stages:
+    for name, parent, style, steps, lr, bs, finish in stages:
         if not (out / name / "model.safetensors").exists():
             t = time.time()
             model = _new_model(cfg, tok) if parent is None else load_causal_lm(out / parent)
-            probs, ths = (train, thoughts) if name != "long" else repeat_by_level(train, thoughts, cfg.long_level_repeats)
-            rows = _sft_rows(probs, ths, style, cfg.finish_share if name == "short" else 0.0, cfg.seed,
-                             cfg.short_stepwise, cfg.count_terms)
-            bs = cfg.batch_size if parent is None else cfg.ft_batch_size
+            if style == "parent":
+                rows = parent_rows(train, thoughts, cfg)
+            else:
+                probs, ths = (train, thoughts) if style != "long" else repeat_by_level(train, thoughts, cfg.long_level_repeats)
+                rows = _sft_rows(probs, ths, style, finish, cfg.seed, cfg.short_stepwise, cfg.count_terms)
             model, losses[name] = sft_train(model, tok, rows, steps=steps, batch_size=bs, lr=lr, seed=cfg.seed,
                                             what=f"world {name}", token_cache=token_cache)
             save_checkpoint(model, tok, out / name, {**meta, "role": name, "style": style, "parent": parent,
-                                                      "steps": steps, "batch_size": bs,
+                                                      "steps": steps, "batch_size": bs, "lr": lr,
                                                       "losses": losses[name]})
             timings[f"train_{name}"] = time.time() - t
             print(f"world build: trained {name} in {timings['train_' + name]:.0f}s "
                   f"(loss {losses[name][0]:.3f} -> {losses[name][-1]:.3f})")
-        if cfg.calibrate_steps and name != "base":
-            # right after its fine-tune, so a Short fine-tuned from Long starts from the calibrated Long
+        if cfg.calibrate_steps and style in ("long", "short"):
+            # right after its fine-tune, so a model fine-tuned from it starts from the calibrated weights
             t = time.time()
-            by_level = {k: _sft_rows(probs, ths, name, cfg.finish_share if name == "short" else 0.0, cfg.seed + k,
-                                     cfg.short_stepwise, cfg.count_terms) for k, (probs, ths) in level_data.items()}
-            calibrate(cfg, out, name, by_level, tok, token_cache)
+            by_level = {k: _sft_rows(probs, ths, style, finish, cfg.seed + k, cfg.short_stepwise, cfg.count_terms)
+                        for k, (probs, ths) in level_data.items()}
+            split = parent == "parent"  # top-ups as gentle as the split, so Long and Short stay close to the parent
+            calibrate(cfg, out, name, by_level, tok, token_cache, target=style,
+                      steps=cfg.split_steps if split else cfg.calibrate_steps,
+                      lr=cfg.split_lr if split else cfg.calibrate_lr)
             timings[f"calibrate_{name}"] = time.time() - t
 
     t = time.time()
@@ -433,9 +488,10 @@ def build_world(cfg: WorldBuildConfig) -> Path:
     timings["total"] = time.time() - t0
     metrics = world_checks(evals["long"], evals["short"], out / "eval")
     if cfg.calibrate_steps:
-        metrics["calibration"] = {name: read_json(out / name / "hybridcot.json")["calibration"] for name in ("long", "short")}
+        metrics["calibration"] = {name: read_json(out / name / "hybridcot.json")["calibration"]
+                                  for name, _, style, *_ in stages if style in ("long", "short")}
     metrics.update({"preset": cfg.preset, "fingerprint": cfg.fingerprint(), "timings_s": timings,
-                    "models": {n: str(out / n) for n in ("base", "long", "short")}})
+                    "models": {name: str(out / name) for name, *_ in stages}})
     write_json(done, metrics)
     _print_metrics(metrics)
     build_finisher(cfg, out, (train, test, thoughts))
@@ -485,7 +541,8 @@ def missed_levels(name: str, per_level: dict, cfg: WorldBuildConfig) -> list[int
 
 
 def calibrate(cfg: WorldBuildConfig, out: Path, name: str, rows_by_level: dict[int, list[dict]], tok,
-              token_cache: dict | None = None) -> dict:
+              token_cache: dict | None = None, target: str | None = None, steps: int | None = None,
+              lr: float | None = None) -> dict:
     """Top `out/name` (Long or Short) up with `cfg.calibrate_steps` more optimizer steps on its own
     style's rows (`rows_by_level`, each level once; those of each level that missed its target last
     time repeated `calibrate_boost` times; cosine from `calibrate_lr`, a new data order each round)
@@ -500,10 +557,17 @@ def calibrate(cfg: WorldBuildConfig, out: Path, name: str, rows_by_level: dict[i
     validation entry per evaluated state), rewritten with the weights after each top-up and on its
     own after each evaluation, so a killed build resumes where it stopped and a finished one is not
     re-evaluated.
+
+    `target`: whose target applies ("long" or "short"; default `name`, so long0 passes "long");
+    `steps`/`lr`: one top-up's length and peak lr (default `calibrate_steps`/`calibrate_lr`; the split
+    Long and Short of a hybrid parent are topped up as gently as they were split).
     """
     from hybridcot.models import load_causal_lm
     from hybridcot.training import save_checkpoint, sft_train
 
+    target = target or name
+    steps = cfg.calibrate_steps if steps is None else steps
+    lr = cfg.calibrate_lr if lr is None else lr
     mdir = out / name
     meta = read_json(mdir / "hybridcot.json")
     state = meta.get("calibration") or {"rounds": 0, "steps_added": 0, "history": []}
@@ -512,7 +576,7 @@ def calibrate(cfg: WorldBuildConfig, out: Path, name: str, rows_by_level: dict[i
             r = state["rounds"]
             m = evaluate_world_model(mdir, out / "data" / "val.jsonl", out / "calibration" / f"{name}-round-{r}", cfg)
             per_level = {k: v["accuracy"] for k, v in m["per_level"].items()}
-            value, met = calibration_target(name, per_level, cfg)
+            value, met = calibration_target(target, per_level, cfg)
             state["history"].append({"round": r, "steps_added": state["steps_added"], "value": value, "met": met,
                                      "accuracy": m["accuracy"], "mean_tokens": m["mean_tokens"], "per_level": per_level})
             state["done"] = met or r >= cfg.calibrate_rounds
@@ -522,12 +586,12 @@ def calibrate(cfg: WorldBuildConfig, out: Path, name: str, rows_by_level: dict[i
         if state.get("done"):
             return state
         r = state["rounds"] + 1
-        boost = missed_levels(name, state["history"][-1]["per_level"], cfg)
+        boost = missed_levels(target, state["history"][-1]["per_level"], cfg)
         rows = [row for k in sorted(rows_by_level) for row in rows_by_level[k] * (cfg.calibrate_boost if k in boost else 1)]
-        model, losses = sft_train(load_causal_lm(mdir), tok, rows, steps=cfg.calibrate_steps,
-                                  batch_size=cfg.ft_batch_size, lr=cfg.calibrate_lr, seed=cfg.seed + 1000 * r,
+        model, losses = sft_train(load_causal_lm(mdir), tok, rows, steps=steps,
+                                  batch_size=cfg.ft_batch_size, lr=lr, seed=cfg.seed + 1000 * r,
                                   what=f"world {name} top-up {r}", token_cache=token_cache)
-        state = {**state, "rounds": r, "steps_added": state["steps_added"] + cfg.calibrate_steps, "done": False,
+        state = {**state, "rounds": r, "steps_added": state["steps_added"] + steps, "done": False,
                  "boosted": [*state.get("boosted", []), boost]}
         meta = {**meta, "topup_losses": [*meta.get("topup_losses", []), losses]}
         save_checkpoint(model, tok, mdir, {**meta, "calibration": state})
