@@ -9,7 +9,8 @@ Runs `hybridcot demo` (README's first command, without the venv step) in a subpr
 fresh output folder, so no method stage is skipped as already done; with the default the world is
 built into that folder too (its models trained from scratch), `--reuse-world` takes it from
 ~/.cache/hybridcot/world when built. Per-stage seconds come from what the demo itself records: the
-world build's `timings_s` (data, train_base, train_long, calibrate_long, train_short, calibrate_short, eval) and each method chain's
+world build's `timings_s` (data, train_base, train_long, calibrate_long, train_short, calibrate_short, eval; with a hybrid
+parent train_long0, calibrate_long0 and train_parent before train_long) and each method chain's
 `chain.json` (merge, sample long, ..., dpo, eval ...; chunk, importance, ..., rl). A stage that was
 skipped because its output existed is listed under `cached`, not timed. Writes
 bench/results/demo.json and prints one summary line.
@@ -29,7 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-WORLD_STAGES = ("data", "train_base", "train_long", "calibrate_long", "train_short", "calibrate_short", "eval")
+WORLD_STAGES = ("data", "train_base", "train_long0", "calibrate_long0", "train_parent", "train_long", "calibrate_long",
+                "train_short", "calibrate_short", "eval")
 
 
 def collect(run: Path) -> dict:

@@ -875,7 +875,7 @@ def test_hybrid_parent_splits_long_and_short_from_a_parent_that_knows_both_style
 
     cfg = wm.WorldBuildConfig(preset="tiny", n_train=30, n_test=5, val_n=5, calibrate_steps=7, calibrate_rounds=1,
                               calibrate_lr=1e-3, parent_steps=11, parent_lr=5e-4, split_steps=3, split_lr=1e-4,
-                              output=str(tmp_path / "w"))
+                              long_level_repeats=[1, 1, 1, 2, 4], output=str(tmp_path / "w"))
     wm.build_world(cfg)
     rows = next(e[1] for e in events if e[0] == "rows")
     steps = [e for e in events if e[0] != "rows"]
@@ -892,7 +892,7 @@ def test_hybrid_parent_splits_long_and_short_from_a_parent_that_knows_both_style
     assert ev["train:parent"][3:] == (11, 5e-4)
     assert ev["calibrate:long0"][3:] == ("long", 7, 1e-3)
     assert json.loads((tmp_path / "w" / "short" / "hybridcot.json").read_text())["parent"] == "parent"
-    # the parent's data: Long's solution of every training problem, Short's of levels 1-3 only
+    # the parent's data: Long's solution of every training problem once (no level repeats), Short's of levels 1-3 only
     train, _, _ = wm.world_data(cfg)
     by_prompt = {W.user_prompt(p.problem): p.level for p in train}
     seen = {"long": set(), "short": set()}
