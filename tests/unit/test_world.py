@@ -912,3 +912,25 @@ def test_hybrid_parent_splits_long_and_short_from_a_parent_that_knows_both_style
         wm.WorldBuildConfig(preset="tiny", parent_steps=10, short_parent="long")
     with pytest.raises(ValueError, match="parent_steps"):
         wm.WorldBuildConfig(preset="tiny", parent_steps=-1)
+
+
+def test_world_step_builds_the_finisher_a_chain_asks_for_on_a_world_built_without_one(tmp_path, monkeypatch) -> None:
+    """A world built with finisher_steps=0 has metrics.json but no finisher: a chain whose world section
+    asks for one must build it (stop 21: Long⊗Short failed with "finisher: not a model checkpoint folder")."""
+    from hybridcot.adar1 import steps as S
+    from hybridcot.data import world_models as wm
+    from hybridcot.io import write_json
+
+    calls = []
+    monkeypatch.setattr(wm, "build_world", lambda cfg: calls.append(cfg.finisher_steps))
+    out = tmp_path / "w"
+    write_json(out / "metrics.json", {})
+    without = wm.WorldBuildConfig(preset="tiny", output=str(out), finisher_steps=0)
+    asks = wm.WorldBuildConfig(preset="tiny", output=str(out), finisher_steps=5)
+    assert S.world_step(without) == "skipped" and calls == []
+    assert S.world_step(asks) == "ran" and calls == [5]
+    want = {k: getattr(asks, k) for k in wm.FINISHER_KEYS}
+    write_json(out / "finisher" / "hybridcot.json", {"finisher_config": want})
+    assert S.world_step(asks) == "skipped" and calls == [5]
+    other = wm.WorldBuildConfig(preset="tiny", output=str(out), finisher_steps=5, finisher_lr=1e-3)
+    assert S.world_step(other) == "ran"  # a finisher of another config is retrained

@@ -264,10 +264,11 @@ def summary_step(path: Path, metrics: dict[str, dict], add_if_missing: tuple[str
 
 
 def world_step(wc: Any) -> str:
-    """Build the embedded world (a WorldBuildConfig) unless its metrics.json is there."""
-    from hybridcot.data.world_models import build_world
+    """Build the embedded world (a WorldBuildConfig) unless its metrics.json and the finisher it asks for
+    are there (a world built with finisher_steps=0 gets its finisher when a chain asks for one)."""
+    from hybridcot.data.world_models import build_world, finisher_ready
 
-    if (wc.out_dir() / "metrics.json").is_file():
+    if (wc.out_dir() / "metrics.json").is_file() and finisher_ready(wc, wc.out_dir()):
         return "skipped"
     build_world(wc)
     return "ran"

@@ -599,6 +599,14 @@ def calibrate(cfg: WorldBuildConfig, out: Path, name: str, rows_by_level: dict[i
         save_checkpoint(model, tok, mdir, {**meta, "calibration": state})
 
 
+def finisher_ready(cfg: WorldBuildConfig, out: Path) -> bool:
+    """Whether `out` holds the finisher this config asks for (none asked: True)."""
+    if cfg.finisher_steps == 0:
+        return True
+    meta = out / "finisher" / "hybridcot.json"  # weights, metrics.json and hybridcot.json land together
+    return meta.exists() and read_json(meta).get("finisher_config") == {k: getattr(cfg, k) for k in FINISHER_KEYS}
+
+
 def build_finisher(cfg: WorldBuildConfig, out: Path, data: tuple | None = None) -> Path | None:
     """Train the finisher from the build's Short (once per finisher config; `finisher_steps=0`: none)
     and measure how it finishes the test problems' long solutions (`finisher/metrics.json`).
@@ -616,9 +624,9 @@ def build_finisher(cfg: WorldBuildConfig, out: Path, data: tuple | None = None) 
     from hybridcot.training import save_checkpoint, sft_train
 
     fdir = out / "finisher"
+    if finisher_ready(cfg, out):
+        return fdir
     want = {k: getattr(cfg, k) for k in FINISHER_KEYS}
-    if (fdir / "hybridcot.json").exists() and read_json(fdir / "hybridcot.json").get("finisher_config") == want:
-        return fdir  # weights, metrics.json and hybridcot.json land together (save_checkpoint)
     t = time.time()
     train, test, thoughts = data or world_data(cfg)
     rows = finisher_rows(train, thoughts, cfg.seed, cfg.short_stepwise, count_terms=cfg.count_terms)
