@@ -777,6 +777,21 @@ def test_validation_set_refuses_a_size_the_levels_cannot_fill() -> None:
     assert len(world_val(cfg, train, test)) == 5
 
 
+def _stub_build(monkeypatch, fake_train, fake_calibrate) -> None:
+    """build_world with its training and calibration faked and its evaluation, checks, finisher and
+    printing stubbed out: what is left is the order of stages and which weights each starts from."""
+    import hybridcot.training as training
+    from hybridcot.data import world_models as wm
+
+    fake_eval = {"accuracy": 1.0, "mean_tokens": 1.0, "per_level": {}}
+    monkeypatch.setattr(training, "sft_train", fake_train)
+    monkeypatch.setattr(wm, "calibrate", fake_calibrate)
+    monkeypatch.setattr(wm, "evaluate_world_model", lambda *a, **k: fake_eval)
+    monkeypatch.setattr(wm, "world_checks", lambda long, short, out: {"long": long, "short": short, "checks": {}})
+    monkeypatch.setattr(wm, "build_finisher", lambda *a, **k: None)
+    monkeypatch.setattr(wm, "_print_metrics", lambda m: None)
+
+
 def test_short_parent_long_fine_tunes_short_from_the_calibrated_long(tmp_path, monkeypatch) -> None:
     """short_parent=long: Short starts from Long's weights as they are after Long's calibration (the
     AdaR1 paper's Short is Long plus a short fine-tune); the default still starts it from the base."""
@@ -784,7 +799,6 @@ def test_short_parent_long_fine_tunes_short_from_the_calibrated_long(tmp_path, m
 
     import torch
 
-    import hybridcot.training as training
     from hybridcot.data import world_models as wm
     from hybridcot.models import load_causal_lm
     from hybridcot.training import save_checkpoint
@@ -803,13 +817,7 @@ def test_short_parent_long_fine_tunes_short_from_the_calibrated_long(tmp_path, m
         save_checkpoint(model, tok, out / name, {**wm.read_json(out / name / "hybridcot.json"), "calibration": {}})
         events.append(("calibrate", name, float(sum(p.detach().double().sum() for p in model.parameters()))))
 
-    fake_eval = {"accuracy": 1.0, "mean_tokens": 1.0, "per_level": {}}
-    monkeypatch.setattr(training, "sft_train", fake_train)
-    monkeypatch.setattr(wm, "calibrate", fake_calibrate)
-    monkeypatch.setattr(wm, "evaluate_world_model", lambda *a, **k: fake_eval)
-    monkeypatch.setattr(wm, "world_checks", lambda long, short, out: {"long": long, "short": short, "checks": {}})
-    monkeypatch.setattr(wm, "build_finisher", lambda *a, **k: None)
-    monkeypatch.setattr(wm, "_print_metrics", lambda m: None)
+    _stub_build(monkeypatch, fake_train, fake_calibrate)
 
     for parent in ("long", "base"):
         events.clear()
@@ -836,7 +844,6 @@ def test_hybrid_parent_splits_long_and_short_from_a_parent_that_knows_both_style
 
     import torch
 
-    import hybridcot.training as training
     from hybridcot.data import world as W
     from hybridcot.data import world_models as wm
     from hybridcot.models import load_causal_lm
@@ -865,13 +872,7 @@ def test_hybrid_parent_splits_long_and_short_from_a_parent_that_knows_both_style
         save_checkpoint(model, tok, out / name, {**wm.read_json(out / name / "hybridcot.json"), "calibration": {}})
         events.append(("calibrate", name, total(model), target, steps, lr))
 
-    fake_eval = {"accuracy": 1.0, "mean_tokens": 1.0, "per_level": {}}
-    monkeypatch.setattr(training, "sft_train", fake_train)
-    monkeypatch.setattr(wm, "calibrate", fake_calibrate)
-    monkeypatch.setattr(wm, "evaluate_world_model", lambda *a, **k: fake_eval)
-    monkeypatch.setattr(wm, "world_checks", lambda long, short, out: {"long": long, "short": short, "checks": {}})
-    monkeypatch.setattr(wm, "build_finisher", lambda *a, **k: None)
-    monkeypatch.setattr(wm, "_print_metrics", lambda m: None)
+    _stub_build(monkeypatch, fake_train, fake_calibrate)
 
     cfg = wm.WorldBuildConfig(preset="tiny", n_train=30, n_test=5, val_n=5, calibrate_steps=7, calibrate_rounds=1,
                               calibrate_lr=1e-3, parent_steps=11, parent_lr=5e-4, split_steps=3, split_lr=1e-4,

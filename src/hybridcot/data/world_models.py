@@ -7,7 +7,9 @@ Pipeline: generate train/test problems -> train a byte-level BPE tokenizer on th
 SFT a Qwen2-architecture base from scratch on both solution styles (TRL `SFTTrainer`) -> fine-tune
 a Long model (long solutions only) and a Short model (short only) from that base, so merging them
 is meaningful -> calibrate both on a validation set (`calibrate`: top-ups until Long solves every
-level and Short the easy ones; default preset only) -> evaluate both on the test set ->
+level and Short the easy ones; default preset only; with `parent_steps` > 0 that first Long, `long0`,
+is trained on both styles into a hybrid `parent`, and the world's Long and Short are short gentle
+fine-tunes of it, so their linear merge keeps both skills) -> evaluate both on the test set ->
 `metrics.json` with the checks the rest of the project relies on (Long accurate and long, Short accurate only on easy levels) -> train the finisher
 from Short (Long⊗Short's rollout model; `build_finisher`).
 
