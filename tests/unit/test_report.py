@@ -106,6 +106,29 @@ def test_plots_written(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_per_level_plot_keeps_systems_with_equal_values_apart(tmp_path, monkeypatch):
+    """Three systems with the same Long-style share on every level (stop 21's report drew them as one
+    line): each gets its own x positions around the level and its own marker; the ticks stay on levels."""
+    import hybridcot.evaluation.plots as plots
+
+    figs = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figs.append(fig), real_save(fig, path))[1])
+    share = {str(lv): {"long_style_share": float(lv > 3)} for lv in range(1, 6)}
+    rows = [{"name": n, "accuracy": 0.9, "mean_tokens": 100, "per_level": share} for n in ("a", "b", "c")]
+    plots.plot_per_level(rows, "long_style_share", tmp_path / "s.png")
+    ax = figs[0].axes[0]
+    xs = [tuple(line.get_xdata()) for line in ax.get_lines()]
+    assert len(set(xs)) == 3  # no two systems share a point
+    for line_xs in xs:
+        assert all(abs(x - lv) < 0.5 for x, lv in zip(line_xs, range(1, 6)))  # each point stays by its level
+    assert len({line.get_marker() for line in ax.get_lines()}) == 3
+    assert list(ax.get_xticks()) == [1, 2, 3, 4, 5]
+    assert plots.dodge_offsets(1) == [0.0] and plots.dodge_offsets(0) == []
+    off = plots.dodge_offsets(4)
+    assert off == sorted(off) and sum(off) == pytest.approx(0.0) and max(off) - min(off) == pytest.approx(0.3)
+
+
 def test_report_config_from_command_line():
     cfg = load_config(ReportConfig, overrides=["runs=a,b", "base=short", "plots=false"])
     assert cfg.runs == ["a", "b"] and cfg.base == "short" and cfg.plots is False

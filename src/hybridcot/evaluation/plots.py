@@ -58,17 +58,33 @@ def plot_accuracy_vs_tokens(rows: Sequence[dict], path: str | os.PathLike) -> Pa
     return _save(fig, path)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+def dodge_offsets(n: int, width: float = 0.3) -> list[float]:
+    """x offsets that spread `n` systems' points over `width` around each level, centred, so systems
+    with the same values (a style share of 0 or 1, say) sit side by side instead of hiding each other."""
+    if n <= 1:
+        return [0.0] * n
+    step = width / (n - 1)
+    return [(i - (n - 1) / 2) * step for i in range(n)]
+
+
 def plot_per_level(rows: Sequence[dict], key: str, path: str | os.PathLike) -> Path:
-    """One line per system: `key` ("accuracy", "mean_tokens", ...) against difficulty level."""
+    """One line per system: `key` ("accuracy", "mean_tokens", ...) against difficulty level. Each
+    system's points are shifted a little along x (`dodge_offsets`) and get their own marker, so
+    systems with equal values stay visible; the ticks stay on the levels."""
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     levels = sorted({int(lv) for r in rows for lv in (r.get("per_level") or {})})
+    offsets = dodge_offsets(len(rows))
     for i, r in enumerate(rows):
         per = r.get("per_level") or {}
         xs = [lv for lv in levels if str(lv) in per and per[str(lv)].get(key) is not None]
         if not xs:
             continue
-        ax.plot(xs, [float(per[str(lv)][key]) for lv in xs], marker="o", color=f"C{i % 10}", label=r["name"])
+        ax.plot([lv + offsets[i] for lv in xs], [float(per[str(lv)][key]) for lv in xs], marker=MARKERS[i % len(MARKERS)],
+                color=f"C{i % 10}", label=r["name"])
     ax.set_xlabel("difficulty level")
     ax.set_ylabel(key.replace("_", " "))
     ax.set_title(f"{key.replace('_', ' ')} by level")
