@@ -930,8 +930,7 @@ def test_world_step_builds_the_finisher_a_chain_asks_for_on_a_world_built_withou
     asks = wm.WorldBuildConfig(preset="tiny", output=str(out), finisher_steps=5)
     assert S.world_step(without) == "skipped" and calls == []
     assert S.world_step(asks) == "ran" and calls == [5]
-    want = {k: getattr(asks, k) for k in wm.FINISHER_KEYS}
-    write_json(out / "finisher" / "hybridcot.json", {"finisher_config": want})
+    write_json(out / "finisher" / "hybridcot.json", {"finisher_config": wm.finisher_config(asks)})
     assert S.world_step(asks) == "skipped" and calls == [5]
     other = wm.WorldBuildConfig(preset="tiny", output=str(out), finisher_steps=5, finisher_lr=1e-3)
     assert S.world_step(other) == "ran"  # a finisher of another config is retrained

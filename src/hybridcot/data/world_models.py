@@ -601,12 +601,17 @@ def calibrate(cfg: WorldBuildConfig, out: Path, name: str, rows_by_level: dict[i
         save_checkpoint(model, tok, mdir, {**meta, "calibration": state})
 
 
+def finisher_config(cfg: WorldBuildConfig) -> dict:
+    """What identifies a finisher (recorded in its hybridcot.json): a new value retrains it."""
+    return {k: getattr(cfg, k) for k in FINISHER_KEYS}
+
+
 def finisher_ready(cfg: WorldBuildConfig, out: Path) -> bool:
     """Whether `out` holds the finisher this config asks for (none asked: True)."""
     if cfg.finisher_steps == 0:
         return True
     meta = out / "finisher" / "hybridcot.json"  # weights, metrics.json and hybridcot.json land together
-    return meta.exists() and read_json(meta).get("finisher_config") == {k: getattr(cfg, k) for k in FINISHER_KEYS}
+    return meta.exists() and read_json(meta).get("finisher_config") == finisher_config(cfg)
 
 
 def build_finisher(cfg: WorldBuildConfig, out: Path, data: tuple | None = None) -> Path | None:
@@ -628,7 +633,6 @@ def build_finisher(cfg: WorldBuildConfig, out: Path, data: tuple | None = None) 
     fdir = out / "finisher"
     if finisher_ready(cfg, out):
         return fdir
-    want = {k: getattr(cfg, k) for k in FINISHER_KEYS}
     t = time.time()
     train, test, thoughts = data or world_data(cfg)
     rows = finisher_rows(train, thoughts, cfg.seed, cfg.short_stepwise, count_terms=cfg.count_terms)
@@ -642,7 +646,7 @@ def build_finisher(cfg: WorldBuildConfig, out: Path, data: tuple | None = None) 
         write_json(tmp / "metrics.json", curve)
 
     save_checkpoint(model, tok, fdir, {"world_version": WORLD_VERSION, "fingerprint": cfg.fingerprint(),
-                                       "role": "finisher", "parent": "short", "finisher_config": want,
+                                       "role": "finisher", "parent": "short", "finisher_config": finisher_config(cfg),
                                        "steps": cfg.finisher_steps, "batch_size": cfg.ft_batch_size,
                                        "losses": losses}, write_extra=measure)
     print(f"world build: trained the finisher in {time.time() - t:.0f}s (loss {losses[0]:.3f} -> {losses[-1]:.3f}); "
