@@ -75,22 +75,27 @@ def over_seeds(rows: list[dict]) -> dict:
     return out
 
 
+def world_dir(seed_dir: Path) -> Path | None:
+    """The world folder a chain's config.yaml names (its `world` section), or None without one."""
+    import yaml
+
+    from hybridcot.data.world_models import WorldBuildConfig
+
+    cfg_path = seed_dir / "config.yaml"
+    world = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("world") if cfg_path.is_file() else None
+    return WorldBuildConfig(**world).out_dir() if isinstance(world, dict) else None
+
+
 def world_record(seed_dir: Path) -> dict | None:
     """The world a seed's chain ran on (its resolved config.yaml's `world:` section): fingerprint, the
     checks, Long's and Short's test accuracy and each model's calibration (top-ups, steps, target met),
     so a reader sees whether the seeds compared the same kind of world. None without a world section
     or a finished build."""
-    import yaml
-
-    from hybridcot.data.world_models import WorldBuildConfig
     from hybridcot.io import read_json
 
-    cfg_path = seed_dir / "config.yaml"
-    world = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("world") if cfg_path.is_file() else None
-    if not isinstance(world, dict):
-        return None
-    metrics = WorldBuildConfig(**world).out_dir() / "metrics.json"
-    if not metrics.is_file():
+    d = world_dir(seed_dir)
+    metrics = d / "metrics.json" if d is not None else None
+    if metrics is None or not metrics.is_file():
         return None
     m = read_json(metrics)
     return {"fingerprint": m.get("fingerprint"), "all_checks_pass": m.get("all_checks_pass"),

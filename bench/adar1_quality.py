@@ -6,7 +6,8 @@ the Long model, mean of 3 seeds with 95% CIs (the AdaR1 issue's acceptance figur
 
 Writes bench/results/adar1_quality.json (top-level `summary`: tokens_ratio_vs_long,
 accuracy_delta_vs_long in points, their CIs, the Merge / DPO-shortest comparisons, and the bound any
-Long/Short style picker has on the same eval: `oracle_router_*` and `oracle_per_level_*`) and prints
+Long/Short style picker has on the same eval: `oracle_router_*` and `oracle_per_level_*`, and the same
+with Long's redundant thoughts stripped, `lean_*`) and prints
 one line. Each seed's chain lives in runs/bench/adar1/seed-<s>/ and resumes.
 """
 
@@ -32,22 +33,60 @@ def summary(agg: dict) -> dict:
     return out
 
 
-def style_bound(seed_dir: Path) -> dict:
+def style_bound(seed_dir: Path, count_tokens=None) -> dict:
     """The best any Long/Short style picker could do on this seed's eval (metrics.style_oracle on the
     chain's eval/long and eval/short samples): an ideal per-problem router, and the best one style per
-    level within 2 points of Long. AdaR1's hybrid picks a style per problem, so it cannot beat these."""
+    level within 2 points of Long. AdaR1's hybrid picks a style per problem, so it cannot beat these.
+
+    The same two bounds with Long's answers stripped of their re-checks and alternatives
+    (`world.strip_redundant`), `lean_*`: what a picker could reach if training also removed every
+    redundant thought Long writes, the most AdaR1's instance-level pairs can trim. `lean_long_*` is
+    Long's own stripped length. Ratios are to Long's real tokens; `count_tokens(text)` defaults to the
+    seed's world tokenizer (no lean bounds without one)."""
+    from hybridcot.data.world import strip_redundant
     from hybridcot.evaluation.metrics import style_oracle
     from hybridcot.io import read_jsonl
 
-    o = style_oracle(read_jsonl(seed_dir / "eval" / "long" / "samples.jsonl"),
-                     read_jsonl(seed_dir / "eval" / "short" / "samples.jsonl"))
+    long = read_jsonl(seed_dir / "eval" / "long" / "samples.jsonl")
+    short = read_jsonl(seed_dir / "eval" / "short" / "samples.jsonl")
+    o = style_oracle(long, short)
     out = {f"oracle_router_{k}": o["per_problem"][k] for k in ("tokens_ratio_vs_long", "accuracy_delta_vs_long")}
     if o["per_level"]:
         out.update({f"oracle_per_level_{k}": o["per_level"][k] for k in ("tokens_ratio_vs_long", "accuracy_delta_vs_long")})
+    count_tokens = count_tokens or _world_token_counter(seed_dir)
+    if count_tokens is None:
+        return out
+    lean = [{**r, "n_tokens": r["n_tokens"] - (count_tokens(r["text"]) - count_tokens(strip_redundant(r["text"])))}
+            for r in long]
+    ids = {r["id"] for r in short}
+    real_tok = sum(r["n_tokens"] for r in long if r["id"] in ids)
+    scale = sum(r["n_tokens"] for r in lean if r["id"] in ids) / real_tok if real_tok else None
+    if scale is None:
+        return out
+    lo = style_oracle(lean, short)
+    out["lean_long_tokens_ratio_vs_long"] = scale
+    for name, key in (("router", "per_problem"), ("per_level", "per_level")):
+        if lo[key]:
+            out[f"lean_{name}_tokens_ratio_vs_long"] = lo[key]["tokens_ratio_vs_long"] * scale
+            out[f"lean_{name}_accuracy_delta_vs_long"] = lo[key]["accuracy_delta_vs_long"]
     return out
+
+
+def _world_token_counter(seed_dir: Path):
+    """len(tokens) of a text under the seed's world tokenizer, or None without a built world."""
+    from _quality import world_dir
+
+    d = world_dir(seed_dir)
+    if d is None or not (d / "tokenizer").is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(d / "tokenizer"))
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 if __name__ == "__main__":
     main("adar1", "hybridcot.adar1.pipeline", "AdaR1Config", "run_adar1", SYSTEMS,
-         "tokens_ratio_vs_long,accuracy_delta_vs_long,aes,oracle_per_level_tokens_ratio_vs_long", summary,
+         "tokens_ratio_vs_long,accuracy_delta_vs_long,aes,oracle_per_level_tokens_ratio_vs_long,"
+         "lean_per_level_tokens_ratio_vs_long", summary,
          seed_extra=style_bound)

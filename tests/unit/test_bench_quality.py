@@ -107,6 +107,18 @@ def test_adar1_bench_reads_the_style_bound_from_the_chains_evals(tmp_path: Path,
     assert got["oracle_router_accuracy_delta_vs_long"] == 0.0
     # within 2 points of Long only level 1 may go to Short (level 2 in Short's style loses 25 points)
     assert got["oracle_per_level_tokens_ratio_vs_long"] == pytest.approx((10 + 10 + 200 + 200) / 600)
+    assert not any(k.startswith("lean_") for k in got)  # no world here, so no tokenizer: no lean bounds
+
+    # Long's answers carry one re-check each (10 "tokens" a thought): stripped, 90/90/190/190
+    text = "Okay, plan.\n\nFirst, B +5.\n\nLet me double-check 3+5: 8. Yes, 8.\n\nSo the answer is \\boxed{8}."
+    write_jsonl(d / "eval" / "long" / "samples.jsonl",
+                [{**r, "text": text} for r in rows([100, 100, 200, 200], [True] * 4)])
+    got = adar1.style_bound(d, count_tokens=lambda t: 10 * len(t.split("\n\n")))
+    assert got["lean_long_tokens_ratio_vs_long"] == pytest.approx(560 / 600)
+    assert got["lean_router_tokens_ratio_vs_long"] == pytest.approx((10 + 10 + 190 + 20) / 600)
+    assert got["lean_per_level_tokens_ratio_vs_long"] == pytest.approx((10 + 10 + 190 + 190) / 600)
+    assert got["lean_per_level_accuracy_delta_vs_long"] == 0.0
+    assert got["oracle_router_tokens_ratio_vs_long"] == pytest.approx((10 + 10 + 200 + 20) / 600)  # unchanged
 
 
 def test_world_record_reads_the_seeds_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

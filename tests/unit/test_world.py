@@ -26,6 +26,7 @@ from hybridcot.data.world import (
     long_text,
     make_problem,
     partial_totals,
+    strip_redundant,
     user_prompt,
     write_long,
     write_short,
@@ -934,3 +935,24 @@ def test_world_step_builds_the_finisher_a_chain_asks_for_on_a_world_built_withou
     assert S.world_step(asks) == "skipped" and calls == [5]
     other = wm.WorldBuildConfig(preset="tiny", output=str(out), finisher_steps=5, finisher_lr=1e-3)
     assert S.world_step(other) == "ran"  # a finisher of another config is retrained
+
+
+@SETTINGS
+@given(st.integers(1, 5), st.integers(0, 10**6), st.booleans(), st.booleans(), st.booleans(),
+       st.floats(0, 1), st.floats(0, 1))
+def test_strip_redundant_drops_exactly_the_thoughts_the_writer_marked(level, seed, tags, columns, count_terms,
+                                                                       p_verify, p_alt):
+    rng = random.Random(seed)
+    p = make_problem(rng, level, "p")
+    cfg = WriterConfig(tags=tags, columns=columns, count_terms=count_terms, p_verify=p_verify,
+                       p_alternative=min(p_alt, 1 - p_verify), p_wait_step=0.5)
+    thoughts = write_long(p, rng, cfg)
+    assert strip_redundant(long_text(thoughts)) == long_text([t for t in thoughts if not t.redundant])
+
+
+def test_strip_redundant_on_a_model_answer():
+    text = ("3 terms. Okay, let me work out 3+5+7.\n\nFirst, B +5. 3+5=8.\n\nLet me double-check 3+5: 3+5=8. Yes, 8."
+            "\n\nWait, we still need C +7. 8+7=15.\n\nAlternatively, 7+8: 15, the same 15.\n\nSo the answer is \\boxed{15}.")
+    assert strip_redundant(text) == ("3 terms. Okay, let me work out 3+5+7.\n\nFirst, B +5. 3+5=8.\n\n"
+                                     "Wait, we still need C +7. 8+7=15.\n\nSo the answer is \\boxed{15}.")
+    assert strip_redundant("Quickly: 3+5=8. The answer is \\boxed{8}.") == "Quickly: 3+5=8. The answer is \\boxed{8}."

@@ -221,11 +221,11 @@ def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = N
         thoughts.append(Thought(f"{head} {body}.{left}", "step"))
         r = rng.random()
         if r < cfg.p_verify:
-            thoughts.append(Thought(f"Let me double-check {total}{op}{x}: {work}. Yes, {new}.", "verify",
+            thoughts.append(Thought(f"{REDUNDANT_OPENINGS[0]}{total}{op}{x}: {work}. Yes, {new}.", "verify",
                                     redundant=True))
         elif op == "+" and r < cfg.p_verify + cfg.p_alternative:
             alt = column_add(x, total)[0] if cfg.columns else f"{x}+{total}={new}"
-            thoughts.append(Thought(f"Alternatively, {x}+{total}: {alt}, the same {new}.", "alternative",
+            thoughts.append(Thought(f"{REDUNDANT_OPENINGS[1]}{x}+{total}: {alt}, the same {new}.", "alternative",
                                     redundant=True))
         total = new
     thoughts.append(Thought(f"So the answer is \\boxed{{{total}}}.", "final"))
@@ -234,6 +234,17 @@ def write_long(p: WorldProblem, rng: random.Random, cfg: WriterConfig | None = N
 
 def long_text(thoughts: list[Thought]) -> str:
     return "\n\n".join(t.text for t in thoughts)
+
+
+# How the long writer opens its redundant thoughts (re-checks and alternatives); no other thought opens so.
+REDUNDANT_OPENINGS = ("Let me double-check ", "Alternatively, ")
+
+
+def strip_redundant(text: str) -> str:
+    """A long solution (the writer's or a model's) without its redundant thoughts: the thoughts
+    (blank-line separated) that open as the writer's re-checks and alternatives do. What a Long that
+    stopped overthinking would write; the bound under any training that only trims reflections."""
+    return "\n\n".join(t for t in text.split("\n\n") if not t.startswith(REDUNDANT_OPENINGS))
 
 
 def count_opening(p: WorldProblem) -> str:
