@@ -66,17 +66,44 @@ def run_method(method: str, cfg: DemoConfig, world: Path) -> dict:
     return getattr(mod, fn)(load_recipe(getattr(mod, cls), recipe_path(method, cfg.preset), overrides))
 
 
+def set_aside_other_world(out: Path, world: Path) -> Path | None:
+    """A demo folder finished on another world (its world.json names another build, e.g. after the
+    default preset changed) is renamed to `<out>-<that world's folder name>` (then -2, -3, ...), so the
+    chains start afresh instead of refusing their stale outputs, and nothing of the old run is lost.
+    Returns the new name, or None when there was nothing to move."""
+    from hybridcot.io import read_json
+
+    info = out / "world.json"
+    if not info.is_file():
+        return None
+    old = str(read_json(info).get("world", ""))
+    if Path(old).resolve() == Path(world).resolve():
+        return None
+    base = out.with_name(f"{out.name}-{Path(old).name or 'old'}")
+    aside, n = base, 1
+    while aside.exists():
+        n += 1
+        aside = base.with_name(f"{base.name}-{n}")
+    out.rename(aside)
+    return aside
+
+
 def run_demo(cfg: DemoConfig) -> Path:
     from hybridcot.data.world_models import WorldBuildConfig, build_world
     from hybridcot.evaluation.report import ReportConfig, run_report, summary_entry, update_summary
     from hybridcot.io import read_json, write_json
 
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
     t0 = time.time()
     world = build_world(WorldBuildConfig(preset=cfg.preset, seed=cfg.seed, eval_backend=cfg.eval_backend,
                                          output=cfg.world))
+    aside = set_aside_other_world(out, world)
+    if aside is not None:
+        print(f"demo: {out} was made on another world; moved to {aside}, starting afresh")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    if not (out / "world.json").is_file():  # names the world from the start, so a killed run is recognised too
+        write_json(out / "world.json", {"world": str(world)})
     wm = read_json(world / "metrics.json")
     summary = out / "summary.json"
     for name in ("long", "short"):
