@@ -956,3 +956,14 @@ def test_strip_redundant_on_a_model_answer():
     assert strip_redundant(text) == ("3 terms. Okay, let me work out 3+5+7.\n\nFirst, B +5. 3+5=8.\n\n"
                                      "Wait, we still need C +7. 8+7=15.\n\nSo the answer is \\boxed{15}.")
     assert strip_redundant("Quickly: 3+5=8. The answer is \\boxed{8}.") == "Quickly: 3+5=8. The answer is \\boxed{8}."
+
+
+def test_default_preset_is_the_measured_hybrid_world_and_stop_18s_stays_reachable():
+    """The benches' worlds are found by hash: the default preset must resolve to the builds measured at
+    stops 21-22 (seeds 0-2), and stop 18's default by its four options, so neither cache is orphaned."""
+    from hybridcot.data.world_models import WorldBuildConfig
+
+    assert [WorldBuildConfig(seed=s).fingerprint() for s in (0, 1, 2)] == ["9d37816d3224", "ee00a2ee76bc", "e47e84e794e6"]
+    old = dict(count_terms=False, p_verify=0.3, max_new_tokens=384, parent_steps=0)
+    assert [WorldBuildConfig(seed=s, **old).fingerprint() for s in (0, 1, 2)] == \
+        ["36e12294b3a8", "98aebe9c08fd", "e307043d678c"]

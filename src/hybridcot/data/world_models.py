@@ -60,19 +60,24 @@ PRESETS: dict[str, dict] = {
                     # (100/100/96/82/20); from a batch-8 base, 3000 steps 93% (level 5 77%: too good).
                     base_steps=1500, long_steps=2000, short_steps=2000, batch_size=16, ft_batch_size=8,
                     lr=1.5e-3, ft_lr=1.5e-3,
-                    max_new_tokens=384, init_std=0.02, finish_share=0.5, scratchpad=False, tags=True,
-                    short_stepwise=True, long_columns=True, p_verify=0.3, p_alternative=0.2,
+                    # Stop 22: the default is the hybrid-parent world with a Long that overthinks (stop 21's
+                    # `count_terms=true p_verify=0.7 max_new_tokens=640 parent_steps=1500`, hash 9d37816d3224
+                    # for seed 0). Over 3 seeds it is the first world where AdaR1's merge is a hybrid whose
+                    # style DPO sets by level, and both methods write 45-69% of Long's tokens (stop 18's
+                    # world, count_terms=false p_verify=0.3 max_new_tokens=384 parent_steps=0: 66-97%).
+                    max_new_tokens=640, init_std=0.02, finish_share=0.5, scratchpad=False, tags=True,
+                    short_stepwise=True, long_columns=True, p_verify=0.7, p_alternative=0.2,
                     # Stop 14 (seed 0, 500 test problems): with one token per signed digit a term's digit is
                     # one hop from its letter, and Long copied every operand right, but on level 5 it redid
                     # term E where F came next (F appears only in level-5 problems): 85.8%, level 5 33%.
                     # Levels 4 and 5 repeated 2 and 4 times in Long's data as well: Long 99.4%, level 5
                     # 98%; Short (its data unchanged) 80.0%, level 5 33%. v7 (neither): Long 81.6%.
-                    long_level_repeats=[1, 1, 1, 2, 4], signed_digits=True, count_terms=False, short_parent="base",
+                    long_level_repeats=[1, 1, 1, 2, 4], signed_digits=True, count_terms=True, short_parent="base",
                     # Stop 20 (seed 0): Long and Short fine-tuned apart (from the base, or Short from Long) merge
                     # into a model with one skill only; a parent taught both styles and split by 200 gentle steps
                     # merges into a hybrid (at alpha 0.8 both styles' forced accuracy intact). parent_steps=1500
-                    # turns that on; off by default so the worlds the benches used keep their hash.
-                    parent_steps=0, parent_lr=7.5e-4, split_steps=200, split_lr=2e-4,
+                    # turns that on (the default since stop 22; parent_steps=0 builds stop 18's kind of world).
+                    parent_steps=1500, parent_lr=7.5e-4, split_steps=200, split_lr=2e-4,
                     # Stop 16 (importance of the first 200 demo CoTs against the writer's redundant marks): Short
                     # as the rollout model scored the final thought -0.63 (it was never taught to finish a whole
                     # solution: acc 0.24 after it) and redundant thoughts above the others (-0.02 vs -0.15,
