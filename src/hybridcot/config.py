@@ -178,6 +178,22 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         raise HybridcotError(f"{path or 'config'}: {e}") from None
 
 
+def same_setting(old: Any, new: Any) -> bool:
+    """Whether a setting an output was made with (`old`, read back from its config) equals the one
+    asked for now: equal values, or two spellings of one path ("runs/x" from the working folder and
+    "/abs/runs/x"), so a resumed stage does not refuse its own output over how a folder was written.
+    Lists compare element by element."""
+    if old == new:
+        return True
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return len(old) == len(new) and all(same_setting(a, b) for a, b in zip(old, new))
+    if isinstance(old, str) and isinstance(new, str) and old and new and ("/" in old or "/" in new):
+        import os
+
+        return os.path.abspath(os.path.expanduser(old)) == os.path.abspath(os.path.expanduser(new))
+    return False
+
+
 def config_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hybridcot.config import field, read_yaml_mapping, save_config
+from hybridcot.config import field, read_yaml_mapping, same_setting, save_config
 from hybridcot.io import HybridcotError, iter_jsonl, write_jsonl
 from hybridcot.ui import progress
 
@@ -306,7 +306,7 @@ def _check_target(stage: str, output: Path, cfg: dict) -> None:
         return
     old = _read_yaml(prev)
     for k in sorted(set(old) & set(cfg)):
-        if k not in DEPLOYMENT_KEYS and old[k] != cfg[k]:
+        if k not in DEPLOYMENT_KEYS and not same_setting(old[k], cfg[k]):
             raise HybridcotError(f"{output}: already holds a run with {k}={old[k]!r} (the shards have "
                                  f"{cfg[k]!r}); merge into another output or delete it")
 

@@ -197,3 +197,34 @@ def test_field_keeps_help_metadata() -> None:
     f = {x.name: x for x in dataclasses.fields(ToyConfig)}
     assert f["lr"].metadata["help"] == "peak learning rate"
     assert f["levels"].default is dataclasses.MISSING and f["levels"].default_factory() == [1, 2, 3]
+
+
+def test_same_setting_accepts_two_spellings_of_one_path_only(tmp_path, monkeypatch) -> None:
+    from hybridcot.config import same_setting
+
+    monkeypatch.chdir(tmp_path)
+    assert same_setting("runs/x/samples", str(tmp_path / "runs" / "x" / "samples"))
+    assert same_setting(["runs/a", "b/c"], [str(tmp_path / "runs/a"), "./b/c"])
+    assert same_setting(0.6, 0.6) and same_setting(None, None)
+    assert not same_setting("runs/x", "runs/y")
+    assert not same_setting("runs/x", str(tmp_path.parent / "runs" / "x"))  # another folder of that name
+    assert not same_setting("auto", "hf") and not same_setting(0.6, 0.7)
+    assert not same_setting(["runs/a"], ["runs/a", "runs/b"])
+
+
+def test_a_finished_step_resumes_under_another_spelling_of_its_folder(tmp_path, monkeypatch) -> None:
+    """AdaR1's steps compare what an output was made with to the recipe: "runs/x" then "/abs/runs/x"
+    is the same input (it refused that before), another folder still refuses."""
+    from hybridcot.adar1.steps import _finished_unchanged
+    from hybridcot.io import HybridcotError
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "pairs"
+    out.mkdir()
+    (out / "pairs.jsonl").write_text("{}\n")
+    (out / "config.yaml").write_text("long_samples: runs/x/samples/long\nm1: 4\n")
+    assert _finished_unchanged(out, "pairs.jsonl", "config.yaml",
+                               {"long_samples": str(tmp_path / "runs/x/samples/long"), "m1": 4}, ["long_samples", "m1"])
+    with pytest.raises(HybridcotError, match="long_samples"):
+        _finished_unchanged(out, "pairs.jsonl", "config.yaml", {"long_samples": "runs/y/samples/long", "m1": 4},
+                            ["long_samples", "m1"])

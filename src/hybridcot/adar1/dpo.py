@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from hybridcot.config import config_dict, field, save_config
+from hybridcot.config import config_dict, field, same_setting, save_config
 from hybridcot.io import HybridcotError, iter_jsonl, write_json
 
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -203,7 +203,7 @@ def _check_finished_config(cfg: Any, out: Path) -> None:
 
 def _first_change(old: dict, new: dict, skip: tuple[str, ...]) -> str | None:
     """The first key of `new`, outside `skip`, whose value differs from the one `old` recorded."""
-    return next((k for k in new if k not in skip and k in old and old[k] != new[k]), None)
+    return next((k for k in new if k not in skip and k in old and not same_setting(old[k], new[k])), None)
 
 
 def likelihood_shift(log: list[dict], window: int = 3) -> dict | None:

@@ -24,7 +24,7 @@ from hybridcot.adar1.dpo import RESUME_FREE, DPOStageConfig
 from hybridcot.adar1.pairs import PairsConfig
 from hybridcot.adar1.sample import SampleConfig
 from hybridcot.adar1.sft import SFTStageConfig
-from hybridcot.config import config_dict
+from hybridcot.config import config_dict, same_setting
 from hybridcot.evaluation.stage import RUN_KEYS, EvalConfig
 from hybridcot.io import HybridcotError, read_json, write_json, write_jsonl
 from hybridcot.merging import MergeConfig
@@ -41,7 +41,7 @@ def _stale(folder: Path, key: str, old: Any, new: Any) -> HybridcotError:
 
 def _refuse_changed(folder: Path, old: dict, new: dict, keys) -> None:
     """Raise `_stale` for the first of `keys` whose value in the existing output differs from the recipe's."""
-    key = next((k for k in keys if k in old and k in new and old[k] != new[k]), None)
+    key = next((k for k in keys if k in old and k in new and not same_setting(old[k], new[k])), None)
     if key:
         raise _stale(folder, key, old[key], new[key])
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from hybridcot.config import field, save_config
+from hybridcot.config import field, same_setting, save_config
 from hybridcot.evaluation.metrics import summarize
 from hybridcot.io import HybridcotError, JsonlAppender, iter_jsonl, write_json, write_jsonl
 from hybridcot.shards import SHARD_HELP, in_shard, parse_shard, shard_folder
@@ -201,7 +201,7 @@ def _check_resume(cfg: EvalConfig, out: Path) -> None:
     except yaml.YAMLError:
         return
     new = dataclasses.asdict(cfg)
-    diff = [k for k in RUN_KEYS if k in old and old[k] != new[k]]
+    diff = [k for k in RUN_KEYS if k in old and not same_setting(old[k], new[k])]
     if diff:
         k = diff[0]
         raise HybridcotError(f"{out}: holds a run with {k}={old[k]!r} (now {new[k]!r}); "

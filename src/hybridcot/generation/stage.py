@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from hybridcot.config import config_dict, field, save_config
+from hybridcot.config import config_dict, field, same_setting, save_config
 from hybridcot.data.world import PROMPT_SUFFIX
 from hybridcot.generation.base import BACKENDS, SamplingConfig, chat_prompt, load_generator
 from hybridcot.io import HybridcotError, JsonlAppender, iter_jsonl
@@ -89,7 +89,7 @@ def _check_resume(cfg: GenerateConfig, output: Path) -> None:
         raise HybridcotError(f"{saved}: invalid YAML; delete it to resume") from None
     new = config_dict(cfg)
     for k in SAMPLE_KEYS:
-        if k in old and old[k] != new[k]:
+        if k in old and not same_setting(old[k], new[k]):
             raise HybridcotError(f"{output}: was made with {k}={old[k]!r}, now {k}={new[k]!r}; "
                                  f"use another output or delete it")
 

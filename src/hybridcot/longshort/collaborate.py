@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from hybridcot.config import config_dict, field, save_config
+from hybridcot.config import config_dict, field, same_setting, save_config
 from hybridcot.generation import Generator, SamplingConfig, load_generator, resolve_backend
 from hybridcot.io import HybridcotError, JsonlAppender, write_json
 from hybridcot.longshort.protocol import LONG, SHORT, Turn, check_dialogue, dialogue_text, messages_for, parse
@@ -309,7 +309,7 @@ def _check_resume(cfg: CollaborateConfig, out: Path) -> None:
         raise HybridcotError(f"{prev}: invalid YAML; delete it (or dialogues.jsonl) to resume") from None
     new = config_dict(cfg)
     for k in RUN_KEYS:
-        if k in old and old[k] != new[k]:
+        if k in old and not same_setting(old[k], new[k]):
             raise HybridcotError(f"{out}: holds dialogues made with {k}={old[k]!r} (now {new[k]!r}); "
                                  "use a new output folder or delete dialogues.jsonl")
 

@@ -47,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from hybridcot.config import field, save_config
+from hybridcot.config import field, same_setting, save_config
 from hybridcot.data.world import finish_prompt
 from hybridcot.generation.base import (
     BACKENDS,
@@ -362,7 +362,7 @@ def _check_resume(cfg: ImportanceConfig, out: Path) -> None:
         raise HybridcotError(f"{prev}: invalid YAML; delete it to resume") from None
     new = dataclasses.asdict(cfg)
     for k in RUN_KEYS:
-        if k in old and old[k] != new[k]:
+        if k in old and not same_setting(old[k], new[k]):
             raise HybridcotError(f"{out}: holds a run with {k}={old[k]!r} (now {new[k]!r}); "
                                  "use a new output folder or delete importance.jsonl")
 
