@@ -9,6 +9,7 @@ and key. Every output folder gets the resolved config (`save_config`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -188,8 +189,6 @@ def same_setting(old: Any, new: Any) -> bool:
     if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
         return len(old) == len(new) and all(same_setting(a, b) for a, b in zip(old, new))
     if isinstance(old, str) and isinstance(new, str) and old and new and ("/" in old or "/" in new):
-        import os
-
         return os.path.abspath(os.path.expanduser(old)) == os.path.abspath(os.path.expanduser(new))
     return False
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybridcot.config import field, save_config
+from hybridcot.config import field, same_setting, save_config
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 METHODS = {"adar1": ("hybridcot.adar1.pipeline", "AdaR1Config", "run_adar1"),
@@ -77,7 +77,7 @@ def set_aside_other_world(out: Path, world: Path) -> Path | None:
     if not info.is_file():
         return None
     old = str(read_json(info).get("world", ""))
-    if Path(old).resolve() == Path(world).resolve():
+    if same_setting(old, str(world)):
         return None
     base = out.with_name(f"{out.name}-{Path(old).name or 'old'}")
     aside, n = base, 1
