@@ -79,3 +79,17 @@ def test_from_mode_refuses_a_folder_that_is_not_a_demo_run(tmp_path: Path) -> No
                            "--output", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "no world.json" in proc.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_world_built_from_copied_models_gives_no_from_scratch_time(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path, world_wall=5.0)
+    metrics = tmp_path / "world" / "metrics.json"
+    m = json.loads(metrics.read_text())
+    m["timings_s"] = {"data": 2.0, "train_parent": 165.0, "train_long": 32.0, "eval": 26.0, "total": 225.0}
+    metrics.write_text(json.dumps(m))  # base and long0 were copied in: no time recorded for them
+    out = tmp_path / "demo.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "demo.py"), "--from", str(run), "--output", str(out)],
+                          check=True, capture_output=True, text=True, timeout=300)
+    d = json.loads(out.read_text())
+    assert d["summary"]["from_scratch_s"] is None and d["world_untimed_stages"] == ["train_base", "train_long0"]
+    assert "from scratch n/a" in proc.stdout and "train_long0" in proc.stdout
