@@ -17,7 +17,7 @@ from pathlib import Path
 
 from _quality import main, pick
 
-SYSTEMS = ["short", "merge", "dpo_shortest", "merge_sft", "group_only", "adar1"]
+SYSTEMS = ["short", "merge", "dpo_shortest", "merge_sft", "group_only", "adar1", "adar1_onpolicy"]
 
 
 def summary(agg: dict) -> dict:
@@ -30,6 +30,11 @@ def summary(agg: dict) -> dict:
     dpo_tok, _ = pick(agg, "dpo_shortest", "mean_tokens")
     out["more_accurate_than_merge"] = None if acc is None or merge_acc is None else acc > merge_acc
     out["shorter_than_dpo_shortest"] = None if tok is None or dpo_tok is None else tok < dpo_tok
+    # the recipe's on-policy instance rounds (`rounds:`, our extension) after AdaR1's one pass, where run
+    for key in ("tokens_ratio_vs_long", "accuracy_delta_vs_long", "aes"):
+        v, ci = pick(agg, "adar1_onpolicy", key)
+        if v is not None:
+            out[f"onpolicy_{key}"], out[f"onpolicy_{key}_ci"] = v, ci
     return out
 
 
@@ -88,5 +93,5 @@ def _world_token_counter(seed_dir: Path):
 if __name__ == "__main__":
     main("adar1", "hybridcot.adar1.pipeline", "AdaR1Config", "run_adar1", SYSTEMS,
          "tokens_ratio_vs_long,accuracy_delta_vs_long,aes,oracle_per_level_tokens_ratio_vs_long,"
-         "lean_per_level_tokens_ratio_vs_long", summary,
+         "lean_per_level_tokens_ratio_vs_long,onpolicy_tokens_ratio_vs_long,onpolicy_accuracy_delta_vs_long", summary,
          seed_extra=style_bound)

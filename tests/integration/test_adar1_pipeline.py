@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "recipes" / "tiny" / "adar1_smoke.yaml"
-TRAINED = ("adar1", "group_only", "dpo_shortest", "merge_sft")
+TRAINED = ("adar1", "group_only", "dpo_shortest", "merge_sft", "adar1_r1")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,8 @@ def test_every_stage_output_exists(chain: dict) -> None:
         losses = [e["loss"] for e in read_json(model / "train_log.json")["log"]]
         assert losses and all(math.isfinite(x) for x in losses)  # a loss was logged
     assert read_json(out / "models" / "dpo_shortest" / "hybridcot.json")["base_model"] == str(root / "world" / "long")
+    assert read_json(out / "models" / "adar1_r1" / "hybridcot.json")["base_model"] == str(out / "models" / "adar1")
+    assert read_json(out / "eval" / "adar1_onpolicy" / "metrics.json")["model"] == str(out / "models" / "adar1_r1")
     for name in ("long", "short", *SYSTEMS):
         m = read_json(out / "eval" / name / "metrics.json")
         assert m["n_problems"] == 20 and m["sampling"]["temperature"] == 0.0
@@ -76,6 +78,19 @@ def test_pairs_were_made(chain: dict) -> None:
     assert read_json(out / "pairs" / "dpo_shortest" / "stats.json")["pairs"]["instance"] > 0
     rows = [json.loads(line) for line in (out / "pairs" / "merge_sft" / "sft.jsonl").read_text().splitlines()]
     assert rows and all(set(r) >= {"prompt", "completion"} for r in rows)
+    # the on-policy round pairs adar1's own samples, each within its problem's preferred style
+    preferred = {}
+    for line in (out / "pairs" / "bilevel" / "pairs.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        preferred.setdefault(r["id"], r["preferred"])
+    own = {(s["id"], s["sample"]): s for s in map(json.loads, (out / "samples" / "adar1_r1" / "samples.jsonl")
+                                                   .read_text().splitlines())}
+    rows = [json.loads(line) for line in (out / "pairs" / "onpolicy_r1" / "pairs.jsonl").read_text().splitlines()]
+    assert rows and all(r["kind"] == "instance" and r["chosen_correct"] for r in rows)
+    for r in rows:
+        chosen, rejected = own[(r["id"], r["chosen_sample"])], own[(r["id"], r["rejected_sample"])]
+        assert chosen["style"] == rejected["style"] == preferred[r["id"]] == r["preferred"]
+        assert chosen["text"] == r["chosen"][0]["content"] and rejected["n_tokens"] >= chosen["n_tokens"]
 
 
 def test_long_and_short_evals_are_the_world_evals(chain: dict) -> None:
@@ -103,7 +118,7 @@ def test_rerun_skips_everything_and_rewrites_nothing(chain: dict, capsys: pytest
     t0 = time.time()
     assert cli.main(["adar1", "--recipe", str(SMOKE), *chain["overrides"]]) == 0
     assert time.time() - t0 < 30
-    assert "0 of 20 steps ran" in capsys.readouterr().out
+    assert "0 of 24 steps ran" in capsys.readouterr().out
     assert _files(chain["root"]) == before
 
 

@@ -147,3 +147,25 @@ def test_world_record_reads_the_seeds_world(tmp_path: Path, monkeypatch: pytest.
     assert got["all_checks_pass"] is True and got["long_accuracy"] == 0.97 and got["short_accuracy"] == 0.6
     assert got["calibration"] == {"long": {"rounds": 2, "steps_added": 1000, "met": True},
                                   "short": {"rounds": 0, "steps_added": 0, "met": True}}
+
+
+def test_adar1_bench_summary_adds_the_onpolicy_row_only_where_the_chains_ran_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    monkeypatch.delitem(sys.modules, "_quality", raising=False)
+    adar1 = load_bench("adar1_quality")
+    import _quality
+
+    def m(acc: float, tok: float) -> dict:
+        return {"accuracy": acc, "mean_tokens": tok}
+
+    seeds = {s: {"metrics": {"long": m(1.0, 200.0), "merge": m(1.0, 200.0), "dpo_shortest": m(0.98, 180.0),
+                             "adar1": m(0.95, 140.0 + s)}} for s in (0, 1)}
+    got = adar1.summary(_quality.aggregate(seeds, adar1.SYSTEMS))
+    assert got["tokens_ratio_vs_long"] == pytest.approx(0.7025) and got["shorter_than_dpo_shortest"]
+    assert not any(k.startswith("onpolicy_") for k in got)
+    for s in seeds:
+        seeds[s]["metrics"]["adar1_onpolicy"] = m(0.94, 120.0)
+    got = adar1.summary(_quality.aggregate(seeds, adar1.SYSTEMS))
+    assert got["onpolicy_tokens_ratio_vs_long"] == pytest.approx(0.6)
+    assert got["onpolicy_accuracy_delta_vs_long"] == pytest.approx(-6.0)
+    assert got["tokens_ratio_vs_long"] == pytest.approx(0.7025)  # AdaR1's own row is unchanged

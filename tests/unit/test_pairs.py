@@ -18,6 +18,8 @@ from hybridcot.adar1.pairs import (
     group_chosen_sft_rows,
     instance_pairs,
     load_samples,
+    onpolicy_instance_pairs,
+    preferred_styles,
     run_pairs,
     shortest_vs_longest_pairs,
 )
@@ -349,3 +351,48 @@ def test_pair_invariants(data) -> None:
     assert len(keys) == len(set(keys))
     assert stats["pairs"]["total"] == len(rows)
     assert all(sum(r["id"] == pid and r["kind"] == "group" for r in rows) <= 4 for pid in long_spec)
+
+
+# ---------------------------------------------------------------- on-policy instance rounds
+
+# The trained model's own samples; a text starting with "L" is Long's style, anything else Short's.
+OWN = {
+    # Long preferred: Long-style correct 40, 30 and 60 tokens, Long-style wrong 50, a Short-style correct 10.
+    "q1": [("L a", 40, True), ("L b", 30, True), ("L c", 50, False), ("s", 10, True), ("L d", 60, True)],
+    # Short preferred: Short-style correct 12 and 9, a Short-style wrong 20, a Long-style wrong 80.
+    "q2": [("s a", 12, True), ("s b", 9, True), ("s c", 20, False), ("L", 80, False)],
+    "q3": [("L only", 50, True), ("L two", 60, False)],          # Short preferred, no Short-style sample
+    "q4": [("L x", 30, True), ("L y", 40, True)],                # no preference (round one skipped it)
+}
+OWN_PREF = {"q1": "long", "q2": "short", "q3": "short"}
+OWN_PROBLEMS = [Problem(id=q, problem=f"Problem {q}?", answer="42", level=i + 1) for i, q in enumerate(OWN)]
+
+
+def _style(text: str) -> str:
+    return "long" if text.startswith("L") else "short"
+
+
+def test_onpolicy_pairs_stay_in_the_preferred_style_shortest_correct_vs_longest() -> None:
+    rows, stats = onpolicy_instance_pairs(responses(OWN), OWN_PROBLEMS, OWN_PREF, m2=2, classify=_style)
+    assert pairs_of(rows, "q1", "instance") == [(1, 4), (1, 2)]  # 30-token correct vs 60 and 50; "s" never used
+    assert pairs_of(rows, "q2", "instance") == [(1, 2), (1, 0)]  # 9 vs 20 and 12; the Long-style 80 left out
+    assert pairs_of(rows, "q3", "instance") == [] and pairs_of(rows, "q4", "instance") == []
+    assert all(r["chosen_style"] == r["rejected_style"] == r["preferred"] == OWN_PREF[r["id"]] for r in rows)
+    assert stats["skipped"] == {"problem": {"no_preference": 1}, "instance": {"no_sample_in_preferred_style": 1}}
+    assert stats["pairs"] == {"group": 0, "instance": 4, "total": 4}
+    assert stats["in_preferred_style"] == 7 / 13  # q1 4/5, q2 3/4, q3 0/2, q4 none (no preference)
+    assert [r["p_long"] for r in rows if r["id"] == "q1"] == [0.75, 0.75]
+    assert [r["p_short"] for r in rows if r["id"] == "q2"] == [2 / 3, 2 / 3]
+
+
+def test_preferred_styles_reads_the_bilevel_pairs_and_names_a_bad_line(tmp_path: Path, built) -> None:
+    rows, _ = built
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, rows)
+    want = {}
+    for r in rows:
+        want.setdefault(r["id"], r["preferred"])
+    assert preferred_styles(path) == want and want["p1"] == "long" and want["p6"] == "short"
+    write_jsonl(path, [*rows[:2], {**rows[2], "preferred": "medium"}])
+    with pytest.raises(HybridcotError, match=rf"^{path}:3: field 'preferred' must be 'long' or 'short'"):
+        preferred_styles(path)

@@ -69,7 +69,13 @@ def test_every_adar1_recipe_plans(path: Path) -> None:
     assert plan.merge.long == plan.long and plan.merge.short == plan.short
     assert plan.sample_long.model == plan.long and plan.sample_short.model == plan.short
     assert plan.train["adar1"].model == plan.merge.output
-    assert set(plan.evals) == {"long", "short", "merge", "dpo_shortest", "merge_sft", "group_only", "adar1"}
+    rounds = {"adar1_onpolicy"} if plan.rounds else set()
+    assert set(plan.evals) == {"long", "short", "merge", "dpo_shortest", "merge_sft", "group_only", "adar1", *rounds}
+    prev = plan.train["adar1"].output  # each on-policy round samples and trains from the one before
+    for r in plan.rounds:
+        assert r.sample.model == r.dpo.model == prev and r.dpo.pairs == str(r.pairs_dir / "pairs.jsonl")
+        prev = r.dpo.output
+    assert not plan.rounds or plan.evals["adar1_onpolicy"].model == prev
     assert plan.pairs.include == "both" and plan.pairs_group.include == "group"
     assert all(ec.temperature == 0.0 and ec.n == 1 for ec in plan.evals.values())  # greedy by default
 

@@ -370,6 +370,66 @@ def shortest_vs_longest_pairs(samples_long: Mapping[str, Sequence[Response]],
     return rows, stats
 
 
+def preferred_styles(pairs_path: str | Path) -> dict[str, str]:
+    """Problem id -> the style ("long" | "short") a bi-level pairs.jsonl prefers for it."""
+    out: dict[str, str] = {}
+    for lineno, rec in iter_jsonl(Path(pairs_path)):
+        pref = rec.get("preferred")
+        if pref not in ("long", "short"):
+            raise HybridcotError(f"{pairs_path}:{lineno}: field 'preferred' must be 'long' or 'short', got {pref!r}")
+        out.setdefault(str(rec.get("id")), pref)
+    return out
+
+
+def onpolicy_instance_pairs(samples: Mapping[str, Sequence[Response]], problems: Mapping[str, Any] | Sequence[Any],
+                            preferred: Mapping[str, str], *, m2: int = 2,
+                            classify: Any = None) -> tuple[list[dict], dict]:
+    """An on-policy instance round (our extension, beyond METHODS.md): per problem, the trained model's own
+    samples in the problem's preferred style (`preferred`, from the bi-level pairs; `classify(text)` gives a
+    response's style, default `style.classify_style`), its shortest correct one against the `m2` longest
+    others of that style. Responses in the other style are left out, so the round trims length within
+    the style the group level chose and leaves the choice alone. Problems without a preference (both
+    models wrong on every sample) are skipped ("no_preference")."""
+    from hybridcot.adar1.style import classify_style
+    from hybridcot.generation import chat_prompt
+
+    classify = classify or classify_style
+    probs = _problem_index(problems)
+    rows: list[dict] = []
+    skipped: dict[str, Counter] = {"problem": Counter(), "instance": Counter()}
+    by_level: dict[str, Counter] = {}
+    for pid in _ordered_ids(probs, set(samples)):
+        if pid not in probs:
+            raise HybridcotError(f"problem id {pid!r} is in the samples but not in the problem set")
+        group = list(samples[pid])
+        if not group:
+            raise HybridcotError(f"problem {pid!r}: no samples")
+        style = preferred.get(pid)
+        if style is None:
+            skipped["problem"]["no_preference"] += 1
+            continue
+        level = _get(probs[pid], "level")
+        level = group[0].level if level is None else level
+        by_level.setdefault(_level_key(level), Counter())[style] += 1
+        same = [r for r in group if classify(r.text) == style]
+        if not same:
+            skipped["instance"]["no_sample_in_preferred_style"] += 1
+            continue
+        pairs, reason = instance_pairs(same, m2)
+        if reason:
+            skipped["instance"][reason] += 1
+        prompt = chat_prompt(str(_get(probs[pid], "problem")))
+        p_style = sum(r.correct for r in same) / len(same)
+        rows += [_row(prompt, p, pid=pid, level=level, kind="instance", preferred=style, styles=(style, style),
+                      p_long=p_style if style == "long" else None, p_short=p_style if style == "short" else None)
+                 for p in pairs]
+    stats = pair_stats(rows, skipped, by_level)
+    stats["m2"] = m2
+    stats["in_preferred_style"] = sum(classify(r.text) == preferred.get(pid) for pid, g in samples.items() for r in g) \
+        / max(1, sum(len(g) for g in samples.values()))
+    return rows, stats
+
+
 def group_chosen_sft_rows(samples_long: Mapping[str, Sequence[Response]],
                           samples_short: Mapping[str, Sequence[Response]],
                           problems: Mapping[str, Any] | Sequence[Any], *, epsilon: float | None = None,

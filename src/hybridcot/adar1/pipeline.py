@@ -21,9 +21,15 @@ finished one rewrites nothing):
                 per level) in `summary` (runs/demo/summary.json); long/short rows where missing
     report      the paper's table, Long-style share per level, accuracy vs tokens (adar1_report)
 
+`rounds: N` (default 0, the paper) adds N on-policy instance rounds after adar1, our extension: round i
+samples the previous model (adar1 for i = 1) K times on the training problems (`sample:`), pairs its
+shortest correct answer in each problem's preferred style (from the bi-level pairs) against its M2
+longest others of that style (`pairs.onpolicy_instance_pairs`), and trains DPO (`dpo:`) from the
+previous model. The last round's model is the row `adar1_onpolicy`; `adar1` stays the paper's one pass.
+
 Layout under `output`: config.yaml (the resolved recipe), models/{short,merge,adar1,group_only,
 dpo_shortest,merge_sft}, samples/{long,short}, pairs/{bilevel,group_only,dpo_shortest,merge_sft},
-eval/<system>, report/, chain.json (what the last run did, written only when a step ran).
+with rounds: samples/adar1_r<i>, pairs/onpolicy_r<i>, models/adar1_r<i>; eval/<system>, report/, chain.json (what the last run did, written only when a step ran).
 
 The steps themselves (a stage call behind a completeness check each) are in `adar1/steps.py`.
 A step whose folder was made with other settings than the recipe now gives is an error naming the
@@ -52,7 +58,7 @@ from hybridcot.merging import MergeConfig
 from hybridcot.recipes import Section, check_extra, section_config, validate_sections
 
 BASELINES = ("dpo_shortest", "merge_sft", "group_only")
-SYSTEMS = ("merge", "dpo_shortest", "merge_sft", "group_only", "adar1")  # the rows this chain adds
+SYSTEMS = ("merge", "dpo_shortest", "merge_sft", "group_only", "adar1", "adar1_onpolicy")  # rows it can add
 SEEDED = ("make_short", "merge", "sample", "pairs", "dpo", "sft", "eval")  # sections `seed` fills
 
 
@@ -90,6 +96,9 @@ class AdaR1Config:
     sft: dict = field({}, help="SFT keys (SFTStageConfig) for the merge_sft baseline")
     eval: dict = field({}, help="eval keys (EvalConfig) for every system (default greedy, max_tokens = the "
                                 "world eval's)")
+    rounds: int = field(0, help="on-policy instance rounds after adar1 (our extension; 0 = the paper's one pass): "
+                                "sample the model, pair its shortest correct answer in the preferred style "
+                                "against its longest, DPO again; the last one is the row adar1_onpolicy")
     baselines: list[str] = field(list(BASELINES), help=f"baselines to train and evaluate: {', '.join(BASELINES)}")
     summary: str = field("runs/demo/summary.json", help="summary.json to add the system rows to ('' = none)")
     report: bool = field(True, help="write the table and plots into <output>/report")
@@ -120,6 +129,8 @@ class AdaR1Config:
             raise ValueError(f"baselines has duplicates: {self.baselines}")
         if not self.output:
             raise ValueError("output is required")
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
 
 
 # ---------------------------------------------------------------- planning (no I/O)
@@ -145,6 +156,16 @@ class Plan:
     merge_sft_dir: Path
     train: dict[str, DPOStageConfig | SFTStageConfig]
     evals: dict[str, EvalConfig]
+    rounds: list[OnPolicyRound] = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class OnPolicyRound:
+    """One on-policy instance round: sample the previous model, pair, DPO from it."""
+
+    sample: SampleConfig
+    pairs_dir: Path
+    dpo: DPOStageConfig
 
 
 def _section(cfg: AdaR1Config, name: str, filled: dict[str, Any]) -> Any:
@@ -206,9 +227,20 @@ def plan_adar1(cfg: AdaR1Config) -> Plan:
     if world is not None:  # compare with the world eval: same cap, same seed (then its runs are reused)
         eval_values.setdefault("max_tokens", world.max_new_tokens)
         eval_values.setdefault("seed", cfg.seed if cfg.seed is not None else world.seed)
+    rounds, prev = [], str(models / "adar1")
+    for i in range(1, cfg.rounds + 1):
+        name, pdir = f"adar1_r{i}", out / "pairs" / f"onpolicy_r{i}"
+        rounds.append(OnPolicyRound(
+            sample=_section(cfg, "sample", {"model": prev, "problems": train, "output": str(out / "samples" / name),
+                                            "name": name}),
+            pairs_dir=pdir,
+            dpo=_section(cfg, "dpo", {"model": prev, "pairs": str(pdir / "pairs.jsonl"), "output": str(models / name)})))
+        prev = str(models / name)
     paths = {"long": long, "short": short, "merge": str(merge_dir)}
     paths.update({name: str(models / name) for name in ("dpo_shortest", "merge_sft", "group_only", "adar1")
                   if name == "adar1" or name in cfg.baselines})
+    if rounds:
+        paths["adar1_onpolicy"] = prev
     evals = {name: section_config(AdaR1Config.SECTIONS["eval"], {k: v for k, v in eval_values.items()}, "eval",
                                   filled={"model": p, "problems": test, "output": str(out / "eval" / name),
                                           "name": name})
@@ -216,7 +248,7 @@ def plan_adar1(cfg: AdaR1Config) -> Plan:
     return Plan(out=out, world=world, long=long, short=short, make_short=make_short, short_problems=short_problems,
                 short_limit=short_limit, merge=merge, sample_long=samples["long"], sample_short=samples["short"],
                 pairs=pairs["both"], pairs_group=pairs["group"], shortest_dir=shortest_dir,
-                merge_sft_dir=merge_sft_dir, train=trainers, evals=evals)
+                merge_sft_dir=merge_sft_dir, train=trainers, evals=evals, rounds=rounds)
 
 
 # ---------------------------------------------------------------- the chain
@@ -252,6 +284,11 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     for name, tc in plan.train.items():
         step(f"train {name}", S.train_step, tc, "sft" if isinstance(tc, SFTStageConfig) else "dpo",
              cfg.accelerate_config)
+    for i, rnd in enumerate(plan.rounds, 1):
+        step(f"sample adar1_r{i}", S.sample_step, rnd.sample)
+        step(f"pairs onpolicy_r{i}", S.onpolicy_pairs_step, rnd.sample.output,
+             str(Path(plan.pairs.output) / "pairs.jsonl"), plan.pairs.problems, rnd.pairs_dir, plan.pairs.m2)
+        step(f"train adar1_r{i}", S.train_step, rnd.dpo, "dpo", cfg.accelerate_config)
     world_eval = plan.world.out_dir() / "eval" if plan.world is not None else None
     for name, ec in plan.evals.items():  # long/short: the world's own evals where identical
         step(f"eval {name}", S.eval_step, ec, world_eval / name if world_eval and name in ("long", "short") else None)

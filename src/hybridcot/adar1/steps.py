@@ -183,6 +183,33 @@ def baseline_data_step(pc: PairsConfig, shortest_dir: Path, merge_sft_dir: Path,
     return "ran"
 
 
+def onpolicy_pairs_step(samples: str, bilevel_pairs: str, problems: str, folder: Path, m2: int) -> str:
+    """An on-policy round's instance pairs (`pairs.onpolicy_instance_pairs`) from the trained model's own
+    samples, in each problem's preferred style from `bilevel_pairs`; skipped when written with the same
+    sources."""
+    from hybridcot.adar1.pairs import load_samples, onpolicy_instance_pairs, preferred_styles
+    from hybridcot.data.problems import load_problems
+
+    source = {"samples": samples, "bilevel_pairs": bilevel_pairs, "problems": problems, "m2": m2}
+    if (folder / "pairs.jsonl").is_file() and (folder / "source.json").is_file():
+        _refuse_changed(folder, read_json(folder / "source.json"), source, source)
+        return "skipped"
+    folder.mkdir(parents=True, exist_ok=True)
+    probs = load_problems(problems)
+    own = load_samples(samples, {p.id: p.answer for p in probs})
+    rows, stats = onpolicy_instance_pairs(own, [p for p in probs if p.id in own], preferred_styles(bilevel_pairs),
+                                          m2=m2)
+    if not rows:
+        raise HybridcotError(f"{folder}: no on-policy pairs from {samples} (skipped {stats['skipped']}); "
+                             "set rounds: 0 or sample more problems")
+    write_json(folder / "source.json", source)
+    write_json(folder / "stats.json", stats)
+    write_jsonl(folder / "pairs.jsonl", rows)
+    print(f"on-policy pairs: {len(rows)} rows ({stats['in_preferred_style']:.0%} of the samples in the preferred "
+          f"style) -> {folder / 'pairs.jsonl'}")
+    return "ran"
+
+
 def train_step(cfg: DPOStageConfig | SFTStageConfig, stage: str, accelerate_config: str = "") -> str:
     """Train with the dpo or sft stage, in-process or under `accelerate launch`; skip a finished output."""
     out = Path(cfg.output)

@@ -21,9 +21,10 @@ from pathlib import Path
 from hybridcot.evaluation.report import _print, add_deltas, markdown_table, summary_entry
 from hybridcot.io import atomic_write, read_json, write_json
 
-ORDER = ("long", "short", "merge", "dpo_shortest", "merge_sft", "group_only", "adar1")
+ORDER = ("long", "short", "merge", "dpo_shortest", "merge_sft", "group_only", "adar1", "adar1_onpolicy")
 LABELS = {"long": "Long", "short": "Short", "merge": "Merge", "dpo_shortest": "DPO-shortest",
-          "merge_sft": "Merge+SFT", "group_only": "Merge+group-level", "adar1": "AdaR1 (bi-level)"}
+          "merge_sft": "Merge+SFT", "group_only": "Merge+group-level", "adar1": "AdaR1 (bi-level)",
+          "adar1_onpolicy": "AdaR1 + on-policy rounds"}
 FILES = ("report.md", "report.json", "long_style_share.png", "accuracy_vs_tokens.png")
 
 
