@@ -398,6 +398,7 @@ def onpolicy_instance_pairs(samples: Mapping[str, Sequence[Response]], problems:
     rows: list[dict] = []
     skipped: dict[str, Counter] = {"problem": Counter(), "instance": Counter()}
     by_level: dict[str, Counter] = {}
+    n_same = n_all = 0
     for pid in _ordered_ids(probs, set(samples)):
         if pid not in probs:
             raise HybridcotError(f"problem id {pid!r} is in the samples but not in the problem set")
@@ -405,6 +406,7 @@ def onpolicy_instance_pairs(samples: Mapping[str, Sequence[Response]], problems:
         if not group:
             raise HybridcotError(f"problem {pid!r}: no samples")
         style = preferred.get(pid)
+        n_all += len(group)
         if style is None:
             skipped["problem"]["no_preference"] += 1
             continue
@@ -412,6 +414,7 @@ def onpolicy_instance_pairs(samples: Mapping[str, Sequence[Response]], problems:
         level = group[0].level if level is None else level
         by_level.setdefault(_level_key(level), Counter())[style] += 1
         same = [r for r in group if classify(r.text) == style]
+        n_same += len(same)
         if not same:
             skipped["instance"]["no_sample_in_preferred_style"] += 1
             continue
@@ -425,8 +428,7 @@ def onpolicy_instance_pairs(samples: Mapping[str, Sequence[Response]], problems:
                  for p in pairs]
     stats = pair_stats(rows, skipped, by_level)
     stats["m2"] = m2
-    stats["in_preferred_style"] = sum(classify(r.text) == preferred.get(pid) for pid, g in samples.items() for r in g) \
-        / max(1, sum(len(g) for g in samples.values()))
+    stats["in_preferred_style"] = n_same / max(1, n_all)
     return rows, stats
 
 

@@ -29,7 +29,8 @@ previous model. The last round's model is the row `adar1_onpolicy`; `adar1` stay
 
 Layout under `output`: config.yaml (the resolved recipe), models/{short,merge,adar1,group_only,
 dpo_shortest,merge_sft}, samples/{long,short}, pairs/{bilevel,group_only,dpo_shortest,merge_sft},
-with rounds: samples/adar1_r<i>, pairs/onpolicy_r<i>, models/adar1_r<i>; eval/<system>, report/, chain.json (what the last run did, written only when a step ran).
+with rounds also samples/adar1_r<i>, pairs/onpolicy_r<i> and models/adar1_r<i>; eval/<system>,
+report/, chain.json (what the last run did, written only when a step ran).
 
 The steps themselves (a stage call behind a completeness check each) are in `adar1/steps.py`.
 A step whose folder was made with other settings than the recipe now gives is an error naming the
