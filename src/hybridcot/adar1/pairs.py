@@ -339,6 +339,18 @@ def _sort_level(key: str) -> tuple[int, Any]:
 # ---------------------------------------------------------------- baselines
 
 
+def _groups(probs: Mapping[str, Any], samples: Mapping[str, Sequence[Response]]):
+    """(id, its responses, its level) in problem-set order; an id the problems lack or an empty group is an error."""
+    for pid in _ordered_ids(probs, set(samples)):
+        if pid not in probs:
+            raise HybridcotError(f"problem id {pid!r} is in the samples but not in the problem set")
+        group = list(samples[pid])
+        if not group:
+            raise HybridcotError(f"problem {pid!r}: no samples")
+        level = _get(probs[pid], "level")
+        yield pid, group, (group[0].level if level is None else level)
+
+
 def shortest_vs_longest_pairs(samples_long: Mapping[str, Sequence[Response]],
                               problems: Mapping[str, Any] | Sequence[Any], *, m2: int = 2) -> tuple[list[dict], dict]:
     """DPO-shortest: per problem, Long's shortest correct response vs its `m2` longest others.
@@ -350,17 +362,10 @@ def shortest_vs_longest_pairs(samples_long: Mapping[str, Sequence[Response]],
     probs = _problem_index(problems)
     rows: list[dict] = []
     skipped: dict[str, Counter] = {"problem": Counter(), "instance": Counter()}
-    for pid in _ordered_ids(probs, set(samples_long)):
-        if pid not in probs:
-            raise HybridcotError(f"problem id {pid!r} is in the samples but not in the problem set")
-        group = list(samples_long[pid])
-        if not group:
-            raise HybridcotError(f"problem {pid!r}: no samples")
+    for pid, group, level in _groups(probs, samples_long):
         pairs, reason = instance_pairs(group, m2)
         if reason:
             skipped["instance"][reason] += 1
-        level = _get(probs[pid], "level")
-        level = group[0].level if level is None else level
         p_long = sum(r.correct for r in group) / len(group)
         prompt = chat_prompt(str(_get(probs[pid], "problem")))
         rows += [_row(prompt, p, pid=pid, level=level, kind="instance", preferred="long", styles=("long", "long"),
@@ -399,19 +404,12 @@ def onpolicy_instance_pairs(samples: Mapping[str, Sequence[Response]], problems:
     skipped: dict[str, Counter] = {"problem": Counter(), "instance": Counter()}
     by_level: dict[str, Counter] = {}
     n_same = n_all = 0
-    for pid in _ordered_ids(probs, set(samples)):
-        if pid not in probs:
-            raise HybridcotError(f"problem id {pid!r} is in the samples but not in the problem set")
-        group = list(samples[pid])
-        if not group:
-            raise HybridcotError(f"problem {pid!r}: no samples")
+    for pid, group, level in _groups(probs, samples):
         style = preferred.get(pid)
         n_all += len(group)
         if style is None:
             skipped["problem"]["no_preference"] += 1
             continue
-        level = _get(probs[pid], "level")
-        level = group[0].level if level is None else level
         by_level.setdefault(_level_key(level), Counter())[style] += 1
         same = [r for r in group if classify(r.text) == style]
         n_same += len(same)
