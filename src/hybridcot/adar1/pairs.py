@@ -392,9 +392,10 @@ def onpolicy_instance_pairs(samples: Mapping[str, Sequence[Response]], problems:
     """An on-policy instance round (our extension, beyond METHODS.md): per problem, the trained model's own
     samples in the problem's preferred style (`preferred`, from the bi-level pairs; `classify(text)` gives a
     response's style, default `style.classify_style`), its shortest correct one against the `m2` longest
-    others of that style. Responses in the other style are left out, so the round trims length within
-    the style the group level chose and leaves the choice alone. Problems without a preference (both
-    models wrong on every sample) are skipped ("no_preference")."""
+    others of that style. Responses in the other style are left out, so no pair crosses styles; DPO's NLL
+    term on the chosen answers (`sft_weight`) can still move a level that mixes styles toward the preferred
+    one (docs/experiments.md, stop 23). Problems without a preference (both models wrong on every sample)
+    are skipped ("no_preference")."""
     from hybridcot.adar1.style import classify_style
     from hybridcot.generation import chat_prompt
 

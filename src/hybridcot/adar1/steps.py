@@ -197,8 +197,7 @@ def onpolicy_pairs_step(samples: str, bilevel_pairs: str, problems: str, folder:
     folder.mkdir(parents=True, exist_ok=True)
     probs = load_problems(problems)
     own = load_samples(samples, {p.id: p.answer for p in probs})
-    rows, stats = onpolicy_instance_pairs(own, [p for p in probs if p.id in own], preferred_styles(bilevel_pairs),
-                                          m2=m2)
+    rows, stats = onpolicy_instance_pairs(own, probs, preferred_styles(bilevel_pairs), m2=m2)
     if not rows:
         raise HybridcotError(f"{folder}: no on-policy pairs from {samples} (skipped {stats['skipped']}); "
                              "set rounds: 0 or sample more problems")
