@@ -115,6 +115,7 @@ def main(method: str, module: str, cls: str, fn: str, systems: list[str], headli
     ap.add_argument("overrides", nargs="*", help="recipe overrides (dotted key=value)")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    from hybridcot.adar1.steps import chain_seconds
     per_seed = run_seeds(method, module, cls, fn, seeds, Path(a.recipe), Path(a.root), a.overrides)
     agg = aggregate(per_seed, systems, extra_keys)
     summary = summary_fn(agg)
@@ -123,7 +124,10 @@ def main(method: str, module: str, cls: str, fn: str, systems: list[str], headli
             summary[key], summary[f"{key}_ci"] = v["mean"], v["ci"]
     result = {"method": method, "seeds": seeds, "recipe": a.recipe, "overrides": a.overrides, "summary": summary,
               "systems": agg, "worlds": {str(k): world_record(Path(a.root) / f"seed-{k}") for k in seeds},
-              "wall_s": {str(k): v["wall_s"] for k, v in per_seed.items()}}
+              # this invocation's seconds (a rerun of finished chains takes about one), and what each
+              # seed's chain steps cost when they last ran (chain.json; steps copied in are untimed)
+              "wall_s": {str(k): v["wall_s"] for k, v in per_seed.items()},
+              "chain_s": {str(k): chain_seconds(Path(a.root) / f"seed-{k}") for k in seeds}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{method}_quality.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -86,6 +86,7 @@ def test_main_writes_summary_with_the_floor_over_seeds(bench, tmp_path: Path, wo
     assert got["importance_s_redundant"] == -0.1 and got["importance_auroc"] == 0.7
     assert got["floor_tokens_vs_cot"] == floors[0]
     assert res["worlds"] == {"0": None, "1": None}  # these seed folders name no world
+    assert res["chain_s"] == {"0": {"total_s": 0.0, "untimed": []}, "1": {"total_s": 0.0, "untimed": []}}  # no chain.json
     write_json(tmp_path / "x.json", res)  # plain JSON: no NaN or Infinity slipped in
     assert "Infinity" not in (tmp_path / "x.json").read_text()
 

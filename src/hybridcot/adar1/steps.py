@@ -303,7 +303,11 @@ def world_step(wc: Any) -> str:
 class ChainLog:
     """The steps of one chain run (`hybridcot adar1`, `hybridcot longshort`): each step's status and
     time, one line per step that did something, and at the end the chain's config.yaml (rewritten
-    only when it changed), chain.json (only when a step ran) and a one-line summary."""
+    only when it changed), chain.json (only when a step ran) and a one-line summary.
+
+    chain.json's steps are this run's; a step skipped as done keeps, as `last_ran_s`, the seconds
+    the previous chain.json recorded for it (its `seconds` when it ran then, else its `last_ran_s`),
+    so the folder's record tells what every step cost when it last ran (`chain_seconds`)."""
 
     def __init__(self, chain: str, out: Path):
         self.chain, self.out, self.steps = chain, out, []
@@ -325,8 +329,43 @@ class ChainLog:
         if read_yaml(self.out / "config.yaml") != jsonable(config_dict(cfg)):  # written once every step is done
             save_config(cfg, self.out)
         if ran:
+            before = {s.get("step"): last_ran_seconds(s) for s in _previous_steps(self.out / "chain.json")}
+            for s in self.steps:
+                if s["status"] == "skipped" and before.get(s["step"]) is not None:
+                    s["last_ran_s"] = before[s["step"]]
             write_json(self.out / "chain.json", {"recipe": cfg.recipe, "steps": self.steps})
         print(f"{self.chain}: {len(ran)} of {len(self.steps)} steps ran"
               + (f" ({', '.join(s['step'] for s in ran)})" if ran else " (everything was already done)")
               + f" -> {self.out}")
         return self.steps
+
+
+def _previous_steps(path: Path) -> list[dict]:
+    """The steps of an earlier chain.json; [] where there is none or it cannot be read (a record of
+    times is not worth failing a finished chain over)."""
+    import json
+
+    try:
+        steps = json.loads(path.read_text(encoding="utf-8")).get("steps")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [s for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
+
+
+def last_ran_seconds(step: dict) -> float | None:
+    """Seconds a chain.json step took when it last ran: `seconds` if it ran in that record, else its
+    `last_ran_s` (None when no record has it: e.g. outputs copied in from elsewhere)."""
+    if step.get("status") not in (None, "skipped") and isinstance(step.get("seconds"), (int, float)):
+        return float(step["seconds"])
+    v = step.get("last_ran_s")
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def chain_seconds(folder: str | Path) -> dict:
+    """What a chain folder's steps cost when each last ran, from its chain.json: {"total_s": sum of the
+    timed steps, "untimed": [steps with no recorded run]}; the world step, a cache, is left out."""
+    steps = [s for s in _previous_steps(Path(folder) / "chain.json") if s.get("step") != "world"]
+    times = {s.get("step"): last_ran_seconds(s) for s in steps}
+    return {"total_s": round(sum(v for v in times.values() if v is not None), 1),
+            "untimed": [k for k, v in times.items() if v is None]}
+
