@@ -19,6 +19,7 @@ from hybridcot.adar1.pairs import (
     instance_pairs,
     load_samples,
     onpolicy_instance_pairs,
+    own_styles,
     preferred_styles,
     run_pairs,
     shortest_vs_longest_pairs,
@@ -385,6 +386,22 @@ def test_onpolicy_pairs_stay_in_the_preferred_style_shortest_correct_vs_longest(
     assert [r["p_short"] for r in rows if r["id"] == "q2"] == [2 / 3, 2 / 3]
 
 
+def test_own_styles_take_the_majority_of_the_models_samples_ties_to_the_preference() -> None:
+    own = {**OWN, "q5": [("L a", 30, True), ("s", 9, True)], "q6": [("s a", 9, True), ("L b", 30, True)]}
+    got = own_styles(responses(own), {**OWN_PREF, "q6": "short"}, classify=_style)
+    # q1 4 of 5 Long-style, q2 3 of 4 Short-style, q3/q4 all Long-style; q5 a tie, no preference -> long;
+    # q6 a tie -> its preference
+    assert got == {"q1": "long", "q2": "short", "q3": "long", "q4": "long", "q5": "long", "q6": "short"}
+    rows, stats = onpolicy_instance_pairs(responses(OWN), OWN_PROBLEMS, own_styles(responses(OWN), OWN_PREF,
+                                                                                   classify=_style),
+                                          m2=2, classify=_style)
+    # within the model's own style: q3 (Short preferred, the model writes Long) and q4 (no preference) pair too
+    assert pairs_of(rows, "q3", "instance") == [(0, 1)] and pairs_of(rows, "q4", "instance") == [(0, 1)]
+    assert pairs_of(rows, "q1", "instance") == [(1, 4), (1, 2)] and pairs_of(rows, "q2", "instance") == [(1, 2), (1, 0)]
+    assert all(r["chosen_style"] == r["rejected_style"] == r["preferred"] for r in rows)
+    assert stats["skipped"] == {"problem": {}, "instance": {}} and stats["pairs"]["instance"] == 6
+
+
 def test_preferred_styles_reads_the_bilevel_pairs_and_names_a_bad_line(tmp_path: Path, built) -> None:
     rows, _ = built
     path = tmp_path / "pairs.jsonl"
@@ -396,3 +413,50 @@ def test_preferred_styles_reads_the_bilevel_pairs_and_names_a_bad_line(tmp_path:
     write_jsonl(path, [*rows[:2], {**rows[2], "preferred": "medium"}])
     with pytest.raises(HybridcotError, match=rf"^{path}:3: field 'preferred' must be 'long' or 'short'"):
         preferred_styles(path)
+
+
+def test_onpolicy_step_pairs_within_the_models_own_style_and_refuses_a_changed_style(tmp_path: Path) -> None:
+    """The chain's step (`rounds_style`): "own" pairs in the style the model mostly writes, "preferred" in the
+    bi-level pairs' style; a folder made with one refuses the other in one line, and stop 23's folders
+    (no style recorded) count as "preferred"."""
+    from hybridcot.adar1.steps import onpolicy_pairs_step
+    from hybridcot.data import world as W
+
+    p = W.generate_problems(1, seed=3, levels=(4,))[0]
+    longs = sorted({W.long_text(W.write_long(p, random.Random(k))) for k in range(40)}, key=len)
+    assert len(longs) >= 3
+    short = W.write_short(p, stepwise=True)
+    recs = [{"id": p.id, "sample": 0, "text": longs[0], "correct": True},
+            {"id": p.id, "sample": 1, "text": longs[-1], "correct": True},
+            {"id": p.id, "sample": 2, "text": longs[1], "correct": False},
+            {"id": p.id, "sample": 3, "text": short, "correct": True}]
+    write_jsonl(tmp_path / "samples.jsonl", [{**r, "n_tokens": len(r["text"])} for r in recs])
+    write_jsonl(tmp_path / "problems.jsonl", [{"id": p.id, "problem": p.problem, "answer": str(p.answer), "level": 1}])
+    write_jsonl(tmp_path / "bilevel.jsonl", [{"id": p.id, "preferred": "short"}])
+    args = (str(tmp_path / "samples.jsonl"), str(tmp_path / "bilevel.jsonl"), str(tmp_path / "problems.jsonl"))
+
+    own = tmp_path / "own"
+    assert onpolicy_pairs_step(*args, own, 2, "own") == "ran"
+    rows = read_jsonl(own / "pairs.jsonl")
+    assert [(r["chosen_sample"], r["rejected_sample"]) for r in rows] == [(0, 1), (0, 2)]  # Long-style only
+    assert all(r["preferred"] == "long" for r in rows)
+    stats = read_json(own / "stats.json")
+    assert stats["style"] == "own" and stats["own_differs_from_preferred"] == 1
+    assert onpolicy_pairs_step(*args, own, 2, "own") == "skipped"
+    with pytest.raises(HybridcotError, match="style"):
+        onpolicy_pairs_step(*args, own, 2, "preferred")
+
+    pref = tmp_path / "pref"  # Short preferred: one Short-style sample, nothing to pair
+    with pytest.raises(HybridcotError, match="no on-policy pairs"):
+        onpolicy_pairs_step(*args, pref, 2, "preferred")
+    with pytest.raises(HybridcotError, match="style must be one of"):
+        onpolicy_pairs_step(*args, pref, 2, "mine")
+
+    old = tmp_path / "stop23"  # a folder from before rounds_style: its source.json has no style
+    assert onpolicy_pairs_step(*args, old, 2, "own") == "ran"
+    src = read_json(old / "source.json")
+    src.pop("style")
+    (old / "source.json").write_text(json.dumps(src))
+    with pytest.raises(HybridcotError, match="style"):
+        onpolicy_pairs_step(*args, old, 2, "own")
+    assert onpolicy_pairs_step(*args, old, 2, "preferred") == "skipped"

@@ -80,6 +80,14 @@ def test_every_adar1_recipe_plans(path: Path) -> None:
     assert all(ec.temperature == 0.0 and ec.n == 1 for ec in plan.evals.values())  # greedy by default
 
 
+def test_rounds_style_is_checked_in_one_line() -> None:
+    path = RECIPES / "tiny" / "adar1.yaml"
+    assert load_recipe(AdaR1Config, path, ["rounds=1", "rounds_style=own"]).rounds_style == "own"
+    assert load_recipe(AdaR1Config, path).rounds_style == "preferred"  # stop 23's rounds
+    with pytest.raises((ValueError, HybridcotError), match="rounds_style must be one of"):
+        load_recipe(AdaR1Config, path, ["rounds_style=mine"])
+
+
 @pytest.mark.parametrize("size", ["qwen-1.5b", "qwen-7b"])
 def test_gpu_recipes_use_the_papers_settings(size: str) -> None:
     cfg = load_recipe(AdaR1Config, RECIPES / size / "adar1.yaml")

@@ -386,6 +386,23 @@ def preferred_styles(pairs_path: str | Path) -> dict[str, str]:
     return out
 
 
+def own_styles(samples: Mapping[str, Sequence[Response]], preferred: Mapping[str, str] | None = None, *,
+               classify: Any = None) -> dict[str, str]:
+    """Problem id -> the style ("long" | "short") most of the model's own samples of it are written in
+    (`classify(text)`, default `style.classify_style`); a tie goes to `preferred`'s style for the problem,
+    else "long". An on-policy round that pairs within this style trims answers without choosing styles."""
+    from hybridcot.adar1.style import classify_style
+
+    classify = classify or classify_style
+    preferred = preferred or {}
+    out: dict[str, str] = {}
+    for pid, group in samples.items():
+        n_long = sum(1 for r in group if classify(r.text) == "long")
+        n_short = len(group) - n_long
+        out[pid] = "long" if n_long > n_short else "short" if n_short > n_long else preferred.get(pid, "long")
+    return out
+
+
 def onpolicy_instance_pairs(samples: Mapping[str, Sequence[Response]], problems: Mapping[str, Any] | Sequence[Any],
                             preferred: Mapping[str, str], *, m2: int = 2,
                             classify: Any = None) -> tuple[list[dict], dict]:

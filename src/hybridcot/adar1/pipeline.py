@@ -26,6 +26,8 @@ samples the previous model (adar1 for i = 1) K times on the training problems (`
 shortest correct answer in each problem's preferred style (from the bi-level pairs) against its M2
 longest others of that style (`pairs.onpolicy_instance_pairs`), and trains DPO (`dpo:`) from the
 previous model. The last round's model is the row `adar1_onpolicy`; `adar1` stays the paper's one pass.
+`rounds_style: own` pairs instead within the style most of the model's own samples of a problem are in
+(`pairs.own_styles`): the round then only trims answers and leaves the choice of style to the model.
 
 Layout under `output`: config.yaml (the resolved recipe), models/{short,merge,adar1,group_only,
 dpo_shortest,merge_sft}, samples/{long,short}, pairs/{bilevel,group_only,dpo_shortest,merge_sft},
@@ -100,6 +102,10 @@ class AdaR1Config:
     rounds: int = field(0, help="on-policy instance rounds after adar1 (our extension; 0 = the paper's one pass): "
                                 "sample the model, pair its shortest correct answer in the preferred style "
                                 "against its longest, DPO again; the last one is the row adar1_onpolicy")
+    rounds_style: str = field("preferred", help="the style a round pairs within, per problem: preferred (the "
+                                                "bi-level pairs' choice; can move a level that mixes styles to "
+                                                "it) | own (the style most of the model's samples are in: "
+                                                "trims answers, leaves the style choice to the model)")
     baselines: list[str] = field(list(BASELINES), help=f"baselines to train and evaluate: {', '.join(BASELINES)}")
     summary: str = field("runs/demo/summary.json", help="summary.json to add the system rows to ('' = none)")
     report: bool = field(True, help="write the table and plots into <output>/report")
@@ -132,6 +138,8 @@ class AdaR1Config:
             raise ValueError("output is required")
         if self.rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if self.rounds_style not in S.ROUND_STYLES:
+            raise ValueError(f"rounds_style must be one of {list(S.ROUND_STYLES)}, got {self.rounds_style!r}")
 
 
 # ---------------------------------------------------------------- planning (no I/O)
@@ -288,7 +296,8 @@ def run_adar1(cfg: AdaR1Config) -> dict:
     for i, rnd in enumerate(plan.rounds, 1):
         step(f"sample adar1_r{i}", S.sample_step, rnd.sample)
         step(f"pairs onpolicy_r{i}", S.onpolicy_pairs_step, rnd.sample.output,
-             str(Path(plan.pairs.output) / "pairs.jsonl"), plan.pairs.problems, rnd.pairs_dir, plan.pairs.m2)
+             str(Path(plan.pairs.output) / "pairs.jsonl"), plan.pairs.problems, rnd.pairs_dir, plan.pairs.m2,
+             cfg.rounds_style)
         step(f"train adar1_r{i}", S.train_step, rnd.dpo, "dpo", cfg.accelerate_config)
     world_eval = plan.world.out_dir() / "eval" if plan.world is not None else None
     for name, ec in plan.evals.items():  # long/short: the world's own evals where identical

@@ -183,29 +183,41 @@ def baseline_data_step(pc: PairsConfig, shortest_dir: Path, merge_sft_dir: Path,
     return "ran"
 
 
-def onpolicy_pairs_step(samples: str, bilevel_pairs: str, problems: str, folder: Path, m2: int) -> str:
+ROUND_STYLES = ("preferred", "own")  # whose style an on-policy round pairs within (AdaR1Config.rounds_style)
+
+
+def onpolicy_pairs_step(samples: str, bilevel_pairs: str, problems: str, folder: Path, m2: int,
+                        style: str = "preferred") -> str:
     """An on-policy round's instance pairs (`pairs.onpolicy_instance_pairs`) from the trained model's own
-    samples, in each problem's preferred style from `bilevel_pairs`; skipped when written with the same
-    sources."""
-    from hybridcot.adar1.pairs import load_samples, onpolicy_instance_pairs, preferred_styles
+    samples, in each problem's style: the one `bilevel_pairs` prefers (`style` "preferred") or the one most
+    of the model's samples are in ("own", `pairs.own_styles`); skipped when written with the same sources."""
+    from hybridcot.adar1.pairs import load_samples, onpolicy_instance_pairs, own_styles, preferred_styles
     from hybridcot.data.problems import load_problems
 
-    source = {"samples": samples, "bilevel_pairs": bilevel_pairs, "problems": problems, "m2": m2}
+    if style not in ROUND_STYLES:
+        raise HybridcotError(f"on-policy pairs: style must be one of {list(ROUND_STYLES)}, got {style!r}")
+    source = {"samples": samples, "bilevel_pairs": bilevel_pairs, "problems": problems, "m2": m2, "style": style}
     if (folder / "pairs.jsonl").is_file() and (folder / "source.json").is_file():
-        _refuse_changed(folder, read_json(folder / "source.json"), source, source)
+        old = read_json(folder / "source.json")
+        _refuse_changed(folder, {"style": "preferred", **old}, source, source)  # stop 23's folders: preferred
         return "skipped"
     folder.mkdir(parents=True, exist_ok=True)
     probs = load_problems(problems)
     own = load_samples(samples, {p.id: p.answer for p in probs})
-    rows, stats = onpolicy_instance_pairs(own, probs, preferred_styles(bilevel_pairs), m2=m2)
+    preferred = preferred_styles(bilevel_pairs)
+    styles = own_styles(own, preferred) if style == "own" else preferred
+    rows, stats = onpolicy_instance_pairs(own, probs, styles, m2=m2)
+    if style == "own":
+        stats["style"] = "own"
+        stats["own_differs_from_preferred"] = sum(1 for k, v in styles.items() if k in preferred and preferred[k] != v)
     if not rows:
         raise HybridcotError(f"{folder}: no on-policy pairs from {samples} (skipped {stats['skipped']}); "
                              "set rounds: 0 or sample more problems")
     write_json(folder / "source.json", source)
     write_json(folder / "stats.json", stats)
     write_jsonl(folder / "pairs.jsonl", rows)
-    print(f"on-policy pairs: {len(rows)} rows ({stats['in_preferred_style']:.0%} of the samples in the preferred "
-          f"style) -> {folder / 'pairs.jsonl'}")
+    print(f"on-policy pairs: {len(rows)} rows ({stats['in_preferred_style']:.0%} of the samples in the "
+          f"{'model' + chr(39) + 's own' if style == 'own' else 'preferred'} style) -> {folder / 'pairs.jsonl'}")
     return "ran"
 
 
