@@ -216,8 +216,9 @@ def onpolicy_pairs_step(samples: str, bilevel_pairs: str, problems: str, folder:
     write_json(folder / "source.json", source)
     write_json(folder / "stats.json", stats)
     write_jsonl(folder / "pairs.jsonl", rows)
-    print(f"on-policy pairs: {len(rows)} rows ({stats['in_preferred_style']:.0%} of the samples in the "
-          f"{'model' + chr(39) + 's own' if style == 'own' else 'preferred'} style) -> {folder / 'pairs.jsonl'}")
+    which = "model's own" if style == "own" else "preferred"
+    print(f"on-policy pairs: {len(rows)} rows ({stats['in_preferred_style']:.0%} of the samples in the {which} "
+          f"style) -> {folder / 'pairs.jsonl'}")
     return "ran"
 
 
