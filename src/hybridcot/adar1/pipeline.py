@@ -27,7 +27,9 @@ shortest correct answer in each problem's preferred style (from the bi-level pai
 longest others of that style (`pairs.onpolicy_instance_pairs`), and trains DPO (`dpo:`) from the
 previous model. The last round's model is the row `adar1_onpolicy`; `adar1` stays the paper's one pass.
 `rounds_style: own` pairs instead within the style most of the model's own samples of a problem are in
-(`pairs.own_styles`): the round then only trims answers and leaves the choice of style to the model.
+(`pairs.own_styles`): no pair asks for the other style, but the NLL term still raises the style of the
+sampled majority, which at the sampling temperature can differ from the greedy one (stop 24: 3 seeds,
+70.6% of Long's tokens at -3.8 points against "preferred"'s 73.4% at -3.4; docs/experiments.md).
 
 Layout under `output`: config.yaml (the resolved recipe), models/{short,merge,adar1,group_only,
 dpo_shortest,merge_sft}, samples/{long,short}, pairs/{bilevel,group_only,dpo_shortest,merge_sft},
@@ -103,9 +105,9 @@ class AdaR1Config:
                                 "sample the model, pair its shortest correct answer in the preferred style "
                                 "against its longest, DPO again; the last one is the row adar1_onpolicy")
     rounds_style: str = field("preferred", help="the style a round pairs within, per problem: preferred (the "
-                                                "bi-level pairs' choice; can move a level that mixes styles to "
-                                                "it) | own (the style most of the model's samples are in: "
-                                                "trims answers, leaves the style choice to the model)")
+                                                "bi-level pairs' choice; moves a level that mixes styles toward "
+                                                "it) | own (the style most of the model's own samples are in; "
+                                                "no pair asks for the other style)")
     baselines: list[str] = field(list(BASELINES), help=f"baselines to train and evaluate: {', '.join(BASELINES)}")
     summary: str = field("runs/demo/summary.json", help="summary.json to add the system rows to ('' = none)")
     report: bool = field(True, help="write the table and plots into <output>/report")
