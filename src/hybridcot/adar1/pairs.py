@@ -390,8 +390,9 @@ def own_styles(samples: Mapping[str, Sequence[Response]], preferred: Mapping[str
                classify: Any = None) -> dict[str, str]:
     """Problem id -> the style ("long" | "short") most of the model's own samples of it are written in
     (`classify(text)`, default `style.classify_style`); a tie goes to `preferred`'s style for the problem,
-    else "long". An on-policy round that pairs within this style never asks for the other style; the NLL
-    term on its chosen answers still raises the sampled majority's style (docs/experiments.md, stop 24)."""
+    else "long". An on-policy round that pairs within this style never asks for the other style; where a
+    level mixes styles, the NLL term on its chosen answers can still move the level (docs/experiments.md,
+    stop 24)."""
     from hybridcot.adar1.style import classify_style
 
     classify = classify or classify_style

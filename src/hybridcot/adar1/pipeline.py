@@ -27,9 +27,9 @@ shortest correct answer in each problem's preferred style (from the bi-level pai
 longest others of that style (`pairs.onpolicy_instance_pairs`), and trains DPO (`dpo:`) from the
 previous model. The last round's model is the row `adar1_onpolicy`; `adar1` stays the paper's one pass.
 `rounds_style: own` pairs instead within the style most of the model's own samples of a problem are in
-(`pairs.own_styles`): no pair asks for the other style, but the NLL term still raises the style of the
-sampled majority, which at the sampling temperature can differ from the greedy one (stop 24: 3 seeds,
-70.6% of Long's tokens at -3.8 points against "preferred"'s 73.4% at -3.4; docs/experiments.md).
+(`pairs.own_styles`): no pair asks for the other style, but on a level where the model mixes styles the
+pairs of its Long-style minority still pull the whole level (stop 24: 3 seeds, 70.6% of Long's tokens at
+-3.8 points against "preferred"'s 73.4% at -3.4; docs/experiments.md).
 
 Layout under `output`: config.yaml (the resolved recipe), models/{short,merge,adar1,group_only,
 dpo_shortest,merge_sft}, samples/{long,short}, pairs/{bilevel,group_only,dpo_shortest,merge_sft},
