@@ -356,8 +356,6 @@ class ChainLog:
 def _previous_steps(path: Path) -> list[dict]:
     """The steps of an earlier chain.json; [] where there is none or it cannot be read (a record of
     times is not worth failing a finished chain over)."""
-    import json
-
     try:
         steps = json.loads(path.read_text(encoding="utf-8")).get("steps")
     except (OSError, ValueError, AttributeError):
