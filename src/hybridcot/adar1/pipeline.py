@@ -102,8 +102,8 @@ class AdaR1Config:
     eval: dict = field({}, help="eval keys (EvalConfig) for every system (default greedy, max_tokens = the "
                                 "world eval's)")
     rounds: int = field(0, help="on-policy instance rounds after adar1 (our extension; 0 = the paper's one pass): "
-                                "sample the model, pair its shortest correct answer in the preferred style "
-                                "against its longest, DPO again; the last one is the row adar1_onpolicy")
+                                "sample the model, pair its shortest correct answer in the style rounds_style "
+                                "picks against its longest, DPO again; the last one is the row adar1_onpolicy")
     rounds_style: str = field("preferred", help="the style a round pairs within, per problem: preferred (the "
                                                 "bi-level pairs' choice; moves a level that mixes styles toward "
                                                 "it) | own (the style most of the model's own samples are in; "
