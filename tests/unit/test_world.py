@@ -521,8 +521,7 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
               "finisher_steps", "finisher_lr",  # the finisher records its own config
               # calibration: hashed only when it runs (calibrate_steps > 0); tiny does not calibrate
               "calibrate_steps", "calibrate_rounds", "calibrate_lr", "calibrate_boost", "val_n", "long_target",
-              "short_target"):
-
+              "short_target", "short_levels"):  # short_levels: hashed only when not 1-3
         legacy.pop(k)
     legacy["world_version"] = WORLD_VERSION
     assert base.fingerprint() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:12]
@@ -682,6 +681,36 @@ def test_missed_levels() -> None:
     assert missed_levels("long", {"1": 1.0, "2": 0.84, "3": 0.85, "4": 0.2, "5": 1.0}, cfg) == [2, 4]
     assert missed_levels("short", {"1": 1.0, "2": 0.84, "3": 0.95, "4": 0.2, "5": 0.0}, cfg) == [2]
     assert missed_levels("long", {"1": 1.0}, cfg) == [2, 3, 4, 5]  # no problems of a level: it counts as missed
+
+
+def test_short_levels_set_the_parents_short_rows_and_shorts_target() -> None:
+    from hybridcot.data import world as W
+    from hybridcot.data.world_models import WorldBuildConfig, calibration_target, missed_levels, parent_rows
+
+    default = WorldBuildConfig(preset="default")
+    four = WorldBuildConfig(preset="default", short_levels=[1, 2, 3, 4])
+    assert default.short_levels == [1, 2, 3]
+    assert default.fingerprint() == WorldBuildConfig(preset="default", short_levels=[1, 2, 3]).fingerprint()
+    assert four.fingerprint() != default.fingerprint()  # a new world, in its own folder
+    lv = {"1": 1.0, "2": 1.0, "3": 0.9, "4": 0.5, "5": 0.0}
+    assert calibration_target("short", lv, default) == (pytest.approx(29 / 30), True)
+    assert calibration_target("short", lv, four) == (pytest.approx(0.85), False)
+    assert missed_levels("short", lv, four) == [4]
+    train = W.generate_problems(50, 0)
+    rng = __import__("random").Random(0)
+    thoughts = [W.write_long(p, rng) for p in train]
+
+    def short_levels(cfg):
+        rows = parent_rows(train, thoughts, cfg)
+        level = {W.user_prompt(p.problem): p.level for p in train}
+        short = [r for r in rows if "Quickly" in r["completion"][0]["content"]]
+        return len(rows), sorted({level[r["prompt"][0]["content"]] for r in short})
+
+    assert short_levels(default) == (50 + 30, [1, 2, 3])
+    assert short_levels(four) == (50 + 40, [1, 2, 3, 4])
+    for bad in ([], [3, 1], [0, 1], [1, 6], [2, 2]):
+        with pytest.raises(ValueError, match="short_levels"):
+            WorldBuildConfig(preset="default", short_levels=bad)
 
 
 def test_calibration_tops_up_until_the_target_and_resumes_after_a_kill(tmp_path, monkeypatch) -> None:

@@ -44,7 +44,7 @@ PRESETS: dict[str, dict] = {
                  long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False, count_terms=False, short_parent="base", finisher_steps=20,
                  finisher_lr=5e-4, parent_steps=0, parent_lr=7.5e-4, split_steps=20, split_lr=2e-4,
                  calibrate_steps=0, calibrate_rounds=0, calibrate_lr=7.5e-4, calibrate_boost=4, val_n=20,
-                 long_target=0.85, short_target=0.9),
+                 long_target=0.85, short_target=0.9, short_levels=[1, 2, 3]),
     # the demo and the benchmarks (see the foundation issue for the accuracy/length checks).
     "default": dict(n_train=24000, n_test=500, hidden_size=64, num_layers=4, num_heads=2, intermediate_size=256,
                     # lr 1.5e-3 at batch 32: in a copy drill 6e-3 and 3e-3 never learned to copy the
@@ -93,7 +93,7 @@ PRESETS: dict[str, dict] = {
                     # calibrate_boost times. Boosting on top of Long's level repeats left seed 2's level 3 at
                     # 22% after 500 steps: levels 3-5 all missed, so their shares did not change.
                     calibrate_steps=500, calibrate_rounds=8, calibrate_lr=1.5e-3, calibrate_boost=4, val_n=250,
-                    long_target=0.85, short_target=0.9),
+                    long_target=0.85, short_target=0.9, short_levels=[1, 2, 3]),
     # Tried at stop 13 and not kept (2026-11-23, seed 0, 500 test problems):
     # * compact long steps + one-step Short + gentle fine-tunes (base_steps=2500 long_steps=400
     #   short_steps=400 ft_lr=3e-4 tags=false short_stepwise=false long_columns=false p_verify=0.55
@@ -112,16 +112,13 @@ FINISHER_KEYS = ("finisher_steps", "finisher_lr")
 
 # Config fields added after world v7, at the value v7 builds used: left out of the hash at that value.
 _ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2, "long_level_repeats": [1, 1, 1, 1, 1],
-                     "signed_digits": False, "count_terms": False, "short_parent": "base", "parent_steps": 0}
+                     "signed_digits": False, "count_terms": False, "short_parent": "base", "parent_steps": 0,
+                     "short_levels": [1, 2, 3]}
 # The hybrid parent (stop 21): hashed only when it is on (parent_steps > 0).
 PARENT_KEYS = ("parent_lr", "split_steps", "split_lr")
-# Short's solutions of these levels join Long's (every level) in the hybrid parent's data: a model whose
-# style already depends on the level, as a merge of the paper's Long and Short does.
-PARENT_SHORT_LEVELS = (1, 2, 3)
 # Calibration (stop 18): hashed only when it runs (calibrate_steps > 0), so builds without it keep their folders.
 CALIBRATION_KEYS = ("calibrate_steps", "calibrate_rounds", "calibrate_lr", "calibrate_boost", "val_n", "long_target",
                     "short_target")
-SHORT_EASY_LEVELS = (1, 2, 3)  # the levels Short's calibration target averages over
 
 
 @dataclass
@@ -188,8 +185,12 @@ class WorldBuildConfig:
     val_n: int | None = field(None, help="validation problems for calibration (levels 1-5 in equal shares; none of "
                                          "level 2 up in test, none of level 3 up in training)")
     long_target: float | None = field(None, help="calibration: Long's validation accuracy on every level must reach this")
-    short_target: float | None = field(None, help="calibration: Short's mean validation accuracy over levels 1-3 must "
-                                                  "reach this (Short is meant to be right on the easy levels only)")
+    short_target: float | None = field(None, help="calibration: Short's mean validation accuracy over short_levels "
+                                                  "must reach this (Short is meant to be right on the easy levels only)")
+    short_levels: list[int] | None = field(None, help="the easy levels: Short's solutions of these join Long's (every "
+                                                      "level) in the hybrid parent's data, so the parent's style "
+                                                      "depends on the level, and Short's calibration averages over "
+                                                      "them (default 1-3)")
     max_new_tokens: int | None = field(None, help="generation cap when evaluating")
     eval_backend: str = field("auto", help="generation backend for evaluation: auto | hf | vllm")
     force: bool = field(False, help="rebuild even if a finished build with this config exists")
@@ -206,6 +207,9 @@ class WorldBuildConfig:
             raise ValueError("n_train, n_test, base_steps, batch_size and ft_batch_size must be positive")
         if not (0.0 <= self.p_verify <= 1.0 and 0.0 <= self.p_alternative <= 1.0):
             raise ValueError(f"p_verify and p_alternative must be in [0, 1], got {self.p_verify}, {self.p_alternative}")
+        if not self.short_levels or sorted(set(self.short_levels)) != self.short_levels \
+                or not set(self.short_levels) <= set(range(1, 6)):
+            raise ValueError(f"short_levels must be increasing levels in 1-5, got {self.short_levels}")
         if len(self.long_level_repeats) != 5 or min(self.long_level_repeats) < 1:
             raise ValueError(f"long_level_repeats must be 5 counts >= 1 (levels 1-5), got {self.long_level_repeats}")
         if self.short_parent not in ("base", "long"):
@@ -361,12 +365,12 @@ def finisher_rows(train, thoughts, seed: int = 0, stepwise: bool = False, n_rows
 
 def parent_rows(train, thoughts, cfg: WorldBuildConfig) -> list[dict]:
     """The hybrid parent's data: Long's solution of every training problem (once each: Long's
-    `long_level_repeats` left out) and Short's of those of `PARENT_SHORT_LEVELS`, shuffled together
+    `long_level_repeats` left out) and Short's of those of `cfg.short_levels`, shuffled together
     (seeded). A model trained on it picks Short's style on the easy levels and Long's on the hard ones,
     and can solve in both. Stop 21 (seed 0, p_verify 0.7): with Long's level repeats in this mix (Short's
     rows 25% of them, of shorter texts), the merge at alpha 0.8 solved levels 2-3 in Short's style at
     80/55% (Short: 95/80%) after Short needed 4 top-ups."""
-    easy = [(p, t) for p, t in zip(train, thoughts) if p.level in PARENT_SHORT_LEVELS]
+    easy = [(p, t) for p, t in zip(train, thoughts) if p.level in cfg.short_levels]
     rows = _sft_rows(train, thoughts, "long", 0.0, cfg.seed, cfg.short_stepwise, cfg.count_terms)
     rows += _sft_rows([p for p, _ in easy], [t for _, t in easy], "short", 0.0, cfg.seed, cfg.short_stepwise,
                       cfg.count_terms)
@@ -531,22 +535,22 @@ def world_val(cfg: WorldBuildConfig, train: list[W.WorldProblem], test: list[W.W
 
 def calibration_target(name: str, per_level: dict, cfg: WorldBuildConfig) -> tuple[float, bool]:
     """(the figure a model is calibrated on, whether it meets its target). Long: its lowest per-level
-    accuracy against `long_target`; Short: its mean accuracy over levels 1-3 against `short_target`.
+    accuracy against `long_target`; Short: its mean accuracy over `short_levels` against `short_target`.
     `per_level`: {level: accuracy} or {level: {"accuracy": ...}}."""
     acc = {int(k): v["accuracy"] if isinstance(v, dict) else v for k, v in per_level.items()}
     if name == "long":
         value = min(acc.get(k, 0.0) for k in range(1, 6))
         return value, value >= cfg.long_target
-    value = sum(acc.get(k, 0.0) for k in SHORT_EASY_LEVELS) / len(SHORT_EASY_LEVELS)
+    value = sum(acc.get(k, 0.0) for k in cfg.short_levels) / len(cfg.short_levels)
     return value, value >= cfg.short_target
 
 
 def missed_levels(name: str, per_level: dict, cfg: WorldBuildConfig) -> list[int]:
-    """The levels a top-up repeats: Long's below `long_target`, Short's among levels 1-3 below `short_target`."""
+    """The levels a top-up repeats: Long's below `long_target`, Short's among `short_levels` below `short_target`."""
     acc = {int(k): v for k, v in per_level.items()}
     if name == "long":
         return [k for k in range(1, 6) if acc.get(k, 0.0) < cfg.long_target]
-    return [k for k in SHORT_EASY_LEVELS if acc.get(k, 0.0) < cfg.short_target]
+    return [k for k in cfg.short_levels if acc.get(k, 0.0) < cfg.short_target]
 
 
 def calibrate(cfg: WorldBuildConfig, out: Path, name: str, rows_by_level: dict[int, list[dict]], tok,
