@@ -80,10 +80,13 @@ def world_dir(seed_dir: Path) -> Path | None:
     import yaml
 
     from hybridcot.data.world_models import WorldBuildConfig
+    from hybridcot.recipes import Section, section_config
 
     cfg_path = seed_dir / "config.yaml"
     world = (yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}).get("world") if cfg_path.is_file() else None
-    return WorldBuildConfig(**world).out_dir() if isinstance(world, dict) else None
+    # parsed as the chain parses it: a command-line override keeps its text there ("short_levels: 1,2,3,4")
+    return section_config(Section(WorldBuildConfig), world, "world", filled={}).out_dir() \
+        if isinstance(world, dict) else None
 
 
 def world_record(seed_dir: Path) -> dict | None:

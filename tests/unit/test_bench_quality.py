@@ -148,6 +148,9 @@ def test_world_record_reads_the_seeds_world(tmp_path: Path, monkeypatch: pytest.
     assert got["all_checks_pass"] is True and got["long_accuracy"] == 0.97 and got["short_accuracy"] == 0.6
     assert got["calibration"] == {"long": {"rounds": 2, "steps_added": 1000, "met": True},
                                   "short": {"rounds": 0, "steps_added": 0, "met": True}}
+    # a list given on the command line (world.short_levels=1,2,3,4) stays text in the chain's config.yaml
+    (seed_dir / "config.yaml").write_text(yaml.safe_dump({"world": {"preset": "tiny", "seed": 3, "short_levels": "1,2,3,4"}}))
+    assert _quality.world_dir(seed_dir) == WorldBuildConfig(preset="tiny", seed=3, short_levels=[1, 2, 3, 4]).out_dir()
 
 
 def test_adar1_bench_summary_adds_the_onpolicy_row_only_where_the_chains_ran_it(monkeypatch: pytest.MonkeyPatch) -> None:
