@@ -25,6 +25,7 @@ chain before the answer). Writes bench/results/floors.json and prints one line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics as st
@@ -87,14 +88,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     from hybridcot.data import world as W
-    from hybridcot.data.tokenizer import train_tokenizer
-    from hybridcot.data.world_models import WorldBuildConfig, world_data, writer_config
+    from hybridcot.data.world_models import WorldBuildConfig, world_data, world_tokenizer, writer_config
 
     cfg = WorldBuildConfig(preset="default", seed=a.seed)
     train, _, thoughts = world_data(cfg)  # the build's problems and Long's thoughts, seeded as the build's
-    texts = [W.user_prompt(p.problem) for p in train[:2000]] + [W.long_text(t) for t in thoughts[:2000]]
-    texts += [W.write_short(p, cfg.short_stepwise, cfg.count_terms) for p in train[:2000]]
-    tok = train_tokenizer(texts, cfg.vocab_size, signed_digits=cfg.signed_digits)  # as `world build` does
+    tok = world_tokenizer(cfg, train, thoughts)
 
     def count(text: str) -> int:
         return len(tok(text, add_special_tokens=False)["input_ids"])
@@ -106,8 +104,7 @@ def main() -> None:
     for p_verify in (cfg.p_verify, 1.0):
         rng = random.Random(f"writer:{a.seed}")
         base = thoughts[:a.n] if p_verify == cfg.p_verify else \
-            [W.write_long(p, rng, W.WriterConfig(**{**wcfg.__dict__, "p_verify": p_verify, "p_alternative": 0.0}))
-             for p in train]
+            [W.write_long(p, rng, dataclasses.replace(wcfg, p_verify=p_verify, p_alternative=0.0)) for p in train]
         for compact in (False, True):
             for final in (False, True):
                 name = f"p_verify={p_verify}" + (" compact_plan" if compact else "") + (" final_check" if final else "")

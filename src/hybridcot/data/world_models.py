@@ -363,6 +363,16 @@ def finisher_rows(train, thoughts, seed: int = 0, stepwise: bool = False, n_rows
     return rows
 
 
+def world_tokenizer(cfg: WorldBuildConfig, train: list[W.WorldProblem], thoughts: list[list[W.Thought]]):
+    """The world's tokenizer, trained on the first 2,000 training problems' prompts and both writers'
+    solutions (what `build_world` saves as `tokenizer/`; `bench/floors.py` counts with it unbuilt)."""
+    from hybridcot.data.tokenizer import train_tokenizer
+
+    texts = [W.user_prompt(p.problem) for p in train[:2000]] + [W.long_text(t) for t in thoughts[:2000]]
+    texts += [W.write_short(p, cfg.short_stepwise, cfg.count_terms) for p in train[:2000]]
+    return train_tokenizer(texts, cfg.vocab_size, signed_digits=cfg.signed_digits)
+
+
 def parent_rows(train, thoughts, cfg: WorldBuildConfig) -> list[dict]:
     """The hybrid parent's data: Long's solution of every training problem (once each: Long's
     `long_level_repeats` left out) and Short's of those of `cfg.short_levels`, shuffled together
@@ -405,7 +415,6 @@ def _new_model(cfg: WorldBuildConfig, tok):
 
 
 def build_world(cfg: WorldBuildConfig) -> Path:
-    from hybridcot.data.tokenizer import train_tokenizer
     from hybridcot.training import save_checkpoint, sft_train
 
     out = cfg.out_dir()
@@ -428,9 +437,7 @@ def build_world(cfg: WorldBuildConfig) -> Path:
 
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
-        texts = [W.user_prompt(p.problem) for p in train[:2000]] + [W.long_text(t) for t in thoughts[:2000]]
-        texts += [W.write_short(p, cfg.short_stepwise, cfg.count_terms) for p in train[:2000]]
-        tok = train_tokenizer(texts, cfg.vocab_size, signed_digits=cfg.signed_digits)
+        tok = world_tokenizer(cfg, train, thoughts)
         import os
         import shutil
         import tempfile
