@@ -521,7 +521,7 @@ def test_writer_options_reach_the_data_and_the_config_hash() -> None:
               "finisher_steps", "finisher_lr",  # the finisher records its own config
               # calibration: hashed only when it runs (calibrate_steps > 0); tiny does not calibrate
               "calibrate_steps", "calibrate_rounds", "calibrate_lr", "calibrate_boost", "val_n", "long_target",
-              "short_target", "short_levels"):  # short_levels: hashed only when not 1-3
+              "short_target", "short_levels", "parent_short_repeats"):  # hashed only when not 1-3 and once each
         legacy.pop(k)
     legacy["world_version"] = WORLD_VERSION
     assert base.fingerprint() == hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:12]
@@ -711,6 +711,35 @@ def test_short_levels_set_the_parents_short_rows_and_shorts_target() -> None:
     for bad in ([], [3, 1], [0, 1], [1, 6], [2, 2]):
         with pytest.raises(ValueError, match="short_levels"):
             WorldBuildConfig(preset="default", short_levels=bad)
+
+
+def test_parent_short_repeats_repeat_one_levels_short_rows_in_the_parent() -> None:
+    from collections import Counter
+
+    from hybridcot.data import world as W
+    from hybridcot.data.world_models import WorldBuildConfig, parent_rows
+
+    train = W.generate_problems(80, 0)
+    rng = __import__("random").Random(0)
+    thoughts = [W.write_long(p, rng) for p in train]
+    level = {W.user_prompt(p.problem): p.level for p in train}
+    per_level = Counter(p.level for p in train)
+
+    def short_rows(cfg):
+        rows = parent_rows(train, thoughts, cfg)
+        return Counter(level[r["prompt"][0]["content"]] for r in rows if "Quickly" in r["completion"][0]["content"])
+
+    once = WorldBuildConfig(preset="default", short_levels=[1, 2, 3, 4])
+    heavy = WorldBuildConfig(preset="default", short_levels=[1, 2, 3, 4], parent_short_repeats=[1, 1, 1, 3, 5])
+    assert short_rows(once) == Counter({k: per_level[k] for k in (1, 2, 3, 4)})
+    # level 4 three times; level 5's repeat does nothing, since 5 is not a Short level
+    assert short_rows(heavy) == Counter({k: per_level[k] * (3 if k == 4 else 1) for k in (1, 2, 3, 4)})
+    assert heavy.fingerprint() != once.fingerprint()
+    assert WorldBuildConfig(preset="default", parent_short_repeats=[1] * 5).fingerprint() \
+        == WorldBuildConfig(preset="default").fingerprint()  # the default keeps every existing world's folder
+    for bad in ([1, 1, 1, 1], [1, 1, 0, 1, 1]):
+        with pytest.raises(ValueError, match="parent_short_repeats"):
+            WorldBuildConfig(preset="default", parent_short_repeats=bad)
 
 
 def test_calibration_tops_up_until_the_target_and_resumes_after_a_kill(tmp_path, monkeypatch) -> None:

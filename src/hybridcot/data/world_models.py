@@ -44,7 +44,7 @@ PRESETS: dict[str, dict] = {
                  long_level_repeats=[1, 1, 1, 1, 1], signed_digits=False, count_terms=False, short_parent="base", finisher_steps=20,
                  finisher_lr=5e-4, parent_steps=0, parent_lr=7.5e-4, split_steps=20, split_lr=2e-4,
                  calibrate_steps=0, calibrate_rounds=0, calibrate_lr=7.5e-4, calibrate_boost=4, val_n=20,
-                 long_target=0.85, short_target=0.9, short_levels=[1, 2, 3]),
+                 long_target=0.85, short_target=0.9, short_levels=[1, 2, 3], parent_short_repeats=[1, 1, 1, 1, 1]),
     # the demo and the benchmarks (see the foundation issue for the accuracy/length checks).
     "default": dict(n_train=24000, n_test=500, hidden_size=64, num_layers=4, num_heads=2, intermediate_size=256,
                     # lr 1.5e-3 at batch 32: in a copy drill 6e-3 and 3e-3 never learned to copy the
@@ -93,7 +93,7 @@ PRESETS: dict[str, dict] = {
                     # calibrate_boost times. Boosting on top of Long's level repeats left seed 2's level 3 at
                     # 22% after 500 steps: levels 3-5 all missed, so their shares did not change.
                     calibrate_steps=500, calibrate_rounds=8, calibrate_lr=1.5e-3, calibrate_boost=4, val_n=250,
-                    long_target=0.85, short_target=0.9, short_levels=[1, 2, 3]),
+                    long_target=0.85, short_target=0.9, short_levels=[1, 2, 3], parent_short_repeats=[1, 1, 1, 1, 1]),
     # Tried at stop 13 and not kept (2026-11-23, seed 0, 500 test problems):
     # * compact long steps + one-step Short + gentle fine-tunes (base_steps=2500 long_steps=400
     #   short_steps=400 ft_lr=3e-4 tags=false short_stepwise=false long_columns=false p_verify=0.55
@@ -113,7 +113,7 @@ FINISHER_KEYS = ("finisher_steps", "finisher_lr")
 # Config fields added after world v7, at the value v7 builds used: left out of the hash at that value.
 _ADDED_AT_DEFAULT = {"long_columns": True, "p_verify": 0.3, "p_alternative": 0.2, "long_level_repeats": [1, 1, 1, 1, 1],
                      "signed_digits": False, "count_terms": False, "short_parent": "base", "parent_steps": 0,
-                     "short_levels": [1, 2, 3]}
+                     "short_levels": [1, 2, 3], "parent_short_repeats": [1, 1, 1, 1, 1]}
 # The hybrid parent (stop 21): hashed only when it is on (parent_steps > 0).
 PARENT_KEYS = ("parent_lr", "split_steps", "split_lr")
 # Calibration (stop 18): hashed only when it runs (calibrate_steps > 0), so builds without it keep their folders.
@@ -191,6 +191,10 @@ class WorldBuildConfig:
                                                       "level) in the hybrid parent's data, so the parent's style "
                                                       "depends on the level, and Short's calibration averages over "
                                                       "them (default 1-3)")
+    parent_short_repeats: list[int] | None = field(None, help="how many times each level's Short solutions appear in "
+                                                   "the hybrid parent's data (levels 1-5; only short_levels have "
+                                                   "any): more of a hard easy level, so the parent, not a later "
+                                                   "top-up, teaches Short's style there")
     max_new_tokens: int | None = field(None, help="generation cap when evaluating")
     eval_backend: str = field("auto", help="generation backend for evaluation: auto | hf | vllm")
     force: bool = field(False, help="rebuild even if a finished build with this config exists")
@@ -210,6 +214,8 @@ class WorldBuildConfig:
         if not self.short_levels or sorted(set(self.short_levels)) != self.short_levels \
                 or not set(self.short_levels) <= set(range(1, 6)):
             raise ValueError(f"short_levels must be increasing levels in 1-5, got {self.short_levels}")
+        if len(self.parent_short_repeats) != 5 or min(self.parent_short_repeats) < 1:
+            raise ValueError(f"parent_short_repeats must be 5 counts >= 1 (levels 1-5), got {self.parent_short_repeats}")
         if len(self.long_level_repeats) != 5 or min(self.long_level_repeats) < 1:
             raise ValueError(f"long_level_repeats must be 5 counts >= 1 (levels 1-5), got {self.long_level_repeats}")
         if self.short_parent not in ("base", "long"):
@@ -375,12 +381,14 @@ def world_tokenizer(cfg: WorldBuildConfig, train: list[W.WorldProblem], thoughts
 
 def parent_rows(train, thoughts, cfg: WorldBuildConfig) -> list[dict]:
     """The hybrid parent's data: Long's solution of every training problem (once each: Long's
-    `long_level_repeats` left out) and Short's of those of `cfg.short_levels`, shuffled together
+    `long_level_repeats` left out) and Short's of those of `cfg.short_levels` (each level's
+    `cfg.parent_short_repeats` times), shuffled together
     (seeded). A model trained on it picks Short's style on the easy levels and Long's on the hard ones,
     and can solve in both. Stop 21 (seed 0, p_verify 0.7): with Long's level repeats in this mix (Short's
     rows 25% of them, of shorter texts), the merge at alpha 0.8 solved levels 2-3 in Short's style at
     80/55% (Short: 95/80%) after Short needed 4 top-ups."""
     easy = [(p, t) for p, t in zip(train, thoughts) if p.level in cfg.short_levels]
+    easy = [pt for pt in easy for _ in range(cfg.parent_short_repeats[pt[0].level - 1])]
     rows = _sft_rows(train, thoughts, "long", 0.0, cfg.seed, cfg.short_stepwise, cfg.count_terms)
     rows += _sft_rows([p for p, _ in easy], [t for _, t in easy], "short", 0.0, cfg.seed, cfg.short_stepwise,
                       cfg.count_terms)
