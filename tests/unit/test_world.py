@@ -663,13 +663,13 @@ def test_validation_problems_are_new_and_balanced() -> None:
 def test_calibration_targets() -> None:
     from hybridcot.data.world_models import WorldBuildConfig, calibration_target
 
-    cfg = WorldBuildConfig(preset="default")  # long_target 0.85 on every level; short_target 0.9 over levels 1-3
+    cfg = WorldBuildConfig(preset="default")  # long_target 0.85 on every level; short_target 0.9 over levels 1-4
     lv = lambda *acc: {str(k + 1): {"accuracy": a} for k, a in enumerate(acc)}  # noqa: E731
     assert calibration_target("long", lv(1, 1, 0.84, 1, 1), cfg) == (0.84, False)
     assert calibration_target("long", lv(0.9, 0.86, 0.95, 0.85, 1), cfg) == (0.85, True)
     assert calibration_target("long", lv(1, 1, 1, 1), cfg) == (0.0, False)  # a level with no problems is a miss
-    value, met = calibration_target("short", lv(1.0, 0.9, 0.8, 0.0, 0.0), cfg)
-    assert value == pytest.approx(0.9) and met  # levels 4-5 do not count: Short is meant to fail there
+    value, met = calibration_target("short", lv(1.0, 0.9, 0.8, 0.9, 0.0), cfg)
+    assert value == pytest.approx(0.9) and met  # level 5 does not count: Short is meant to fail there
     assert calibration_target("short", lv(1.0, 0.74, 0.28, 1, 1), cfg)[1] is False
     assert calibration_target("long", {"1": 0.9, "2": 0.86, "3": 0.95, "4": 0.85, "5": 1.0}, cfg) == (0.85, True)
 
@@ -679,7 +679,7 @@ def test_missed_levels() -> None:
 
     cfg = WorldBuildConfig(preset="default")
     assert missed_levels("long", {"1": 1.0, "2": 0.84, "3": 0.85, "4": 0.2, "5": 1.0}, cfg) == [2, 4]
-    assert missed_levels("short", {"1": 1.0, "2": 0.84, "3": 0.95, "4": 0.2, "5": 0.0}, cfg) == [2]
+    assert missed_levels("short", {"1": 1.0, "2": 0.84, "3": 0.95, "4": 0.2, "5": 0.0}, cfg) == [2, 4]  # levels 1-4
     assert missed_levels("long", {"1": 1.0}, cfg) == [2, 3, 4, 5]  # no problems of a level: it counts as missed
 
 
@@ -687,10 +687,9 @@ def test_short_levels_set_the_parents_short_rows_and_shorts_target() -> None:
     from hybridcot.data import world as W
     from hybridcot.data.world_models import WorldBuildConfig, calibration_target, missed_levels, parent_rows
 
-    default = WorldBuildConfig(preset="default")
-    four = WorldBuildConfig(preset="default", short_levels=[1, 2, 3, 4])
-    assert default.short_levels == [1, 2, 3]
-    assert default.fingerprint() == WorldBuildConfig(preset="default", short_levels=[1, 2, 3]).fingerprint()
+    default = WorldBuildConfig(preset="default", short_levels=[1, 2, 3])
+    four = WorldBuildConfig(preset="default", short_levels=[1, 2, 3, 4], parent_short_repeats=[1, 1, 1, 1, 1])
+    assert WorldBuildConfig(preset="default").short_levels == [1, 2, 3, 4]  # stop 26
     assert four.fingerprint() != default.fingerprint()  # a new world, in its own folder
     lv = {"1": 1.0, "2": 1.0, "3": 0.9, "4": 0.5, "5": 0.0}
     assert calibration_target("short", lv, default) == (pytest.approx(29 / 30), True)
@@ -729,14 +728,14 @@ def test_parent_short_repeats_repeat_one_levels_short_rows_in_the_parent() -> No
         rows = parent_rows(train, thoughts, cfg)
         return Counter(level[r["prompt"][0]["content"]] for r in rows if "Quickly" in r["completion"][0]["content"])
 
-    once = WorldBuildConfig(preset="default", short_levels=[1, 2, 3, 4])
+    once = WorldBuildConfig(preset="default", short_levels=[1, 2, 3, 4], parent_short_repeats=[1, 1, 1, 1, 1])
     heavy = WorldBuildConfig(preset="default", short_levels=[1, 2, 3, 4], parent_short_repeats=[1, 1, 1, 3, 5])
     assert short_rows(once) == Counter({k: per_level[k] for k in (1, 2, 3, 4)})
     # level 4 three times; level 5's repeat does nothing, since 5 is not a Short level
     assert short_rows(heavy) == Counter({k: per_level[k] * (3 if k == 4 else 1) for k in (1, 2, 3, 4)})
     assert heavy.fingerprint() != once.fingerprint()
-    assert WorldBuildConfig(preset="default", parent_short_repeats=[1] * 5).fingerprint() \
-        == WorldBuildConfig(preset="default").fingerprint()  # the default keeps every existing world's folder
+    assert WorldBuildConfig(preset="tiny", parent_short_repeats=[1] * 5).fingerprint() \
+        == WorldBuildConfig(preset="tiny").fingerprint()  # once each: left out of the hash, as before the option
     for bad in ([1, 1, 1, 1], [1, 1, 0, 1, 1]):
         with pytest.raises(ValueError, match="parent_short_repeats"):
             WorldBuildConfig(preset="default", parent_short_repeats=bad)
@@ -1016,12 +1015,17 @@ def test_strip_redundant_on_a_model_answer():
     assert strip_redundant("Quickly: 3+5=8. The answer is \\boxed{8}.") == "Quickly: 3+5=8. The answer is \\boxed{8}."
 
 
-def test_default_preset_is_the_measured_hybrid_world_and_stop_18s_stays_reachable():
+def test_default_preset_is_the_measured_world_and_the_earlier_defaults_stay_reachable():
     """The benches' worlds are found by hash: the default preset must resolve to the builds measured at
-    stops 21-22 (seeds 0-2), and stop 18's default by its four options, so neither cache is orphaned."""
+    stop 26 (seeds 0-2), stop 22's default by its three old values and stop 18's by its four, so no
+    cache is orphaned."""
     from hybridcot.data.world_models import WorldBuildConfig
 
-    assert [WorldBuildConfig(seed=s).fingerprint() for s in (0, 1, 2)] == ["9d37816d3224", "ee00a2ee76bc", "e47e84e794e6"]
-    old = dict(count_terms=False, p_verify=0.3, max_new_tokens=384, parent_steps=0)
+    assert [WorldBuildConfig(seed=s).fingerprint() for s in (0, 1, 2)] == ["68848cc6e168", "618850487188", "6808b039ad80"]
+    stop22 = dict(short_levels=[1, 2, 3], parent_steps=1500, parent_short_repeats=[1, 1, 1, 1, 1])
+    assert [WorldBuildConfig(seed=s, **stop22).fingerprint() for s in (0, 1, 2)] == \
+        ["9d37816d3224", "ee00a2ee76bc", "e47e84e794e6"]
+    old = dict(count_terms=False, p_verify=0.3, max_new_tokens=384, parent_steps=0, short_levels=[1, 2, 3],
+               parent_short_repeats=[1, 1, 1, 1, 1])
     assert [WorldBuildConfig(seed=s, **old).fingerprint() for s in (0, 1, 2)] == \
         ["36e12294b3a8", "98aebe9c08fd", "e307043d678c"]

@@ -77,7 +77,7 @@ PRESETS: dict[str, dict] = {
                     # into a model with one skill only; a parent taught both styles and split by 200 gentle steps
                     # merges into a hybrid (at alpha 0.8 both styles' forced accuracy intact). parent_steps=1500
                     # turns that on (the default since stop 22; parent_steps=0 builds stop 18's kind of world).
-                    parent_steps=1500, parent_lr=7.5e-4, split_steps=200, split_lr=2e-4,
+                    parent_steps=4000, parent_lr=7.5e-4, split_steps=200, split_lr=2e-4,  # 4000: stop 26, below
                     # Stop 16 (importance of the first 200 demo CoTs against the writer's redundant marks): Short
                     # as the rollout model scored the final thought -0.63 (it was never taught to finish a whole
                     # solution: acc 0.24 after it) and redundant thoughts above the others (-0.02 vs -0.15,
@@ -93,7 +93,16 @@ PRESETS: dict[str, dict] = {
                     # calibrate_boost times. Boosting on top of Long's level repeats left seed 2's level 3 at
                     # 22% after 500 steps: levels 3-5 all missed, so their shares did not change.
                     calibrate_steps=500, calibrate_rounds=8, calibrate_lr=1.5e-3, calibrate_boost=4, val_n=250,
-                    long_target=0.85, short_target=0.9, short_levels=[1, 2, 3], parent_short_repeats=[1, 1, 1, 1, 1]),
+                    long_target=0.85, short_target=0.9,
+                    # Stop 26: Short's style taught on level 4 as well, in the parent. Stop 25 (seed 0): Short
+                    # calibrated to 93% on level 4 after the split merged into a model that solved level 4 in
+                    # Short's style at 68% (AdaR1 -25.4 points); with the skill in a 3000-step parent Short
+                    # solved level 4 at 64% only (AdaR1 at 65.5% of Long's tokens). A 4000-step parent that
+                    # sees level 4's Short solutions three times: Short 90/98/96% on level 4 (seeds 0-2,
+                    # validation), and AdaR1 under half of Long's tokens within 2 points of it
+                    # (docs/experiments.md, stop 26). Stop 22's default: short_levels=[1, 2, 3]
+                    # parent_steps=1500 parent_short_repeats=[1, 1, 1, 1, 1] (hash 9d37816d3224 for seed 0).
+                    short_levels=[1, 2, 3, 4], parent_short_repeats=[1, 1, 1, 3, 1]),
     # Tried at stop 13 and not kept (2026-11-23, seed 0, 500 test problems):
     # * compact long steps + one-step Short + gentle fine-tunes (base_steps=2500 long_steps=400
     #   short_steps=400 ft_lr=3e-4 tags=false short_stepwise=false long_columns=false p_verify=0.55
@@ -163,7 +172,7 @@ class WorldBuildConfig:
                                                 "20: with 'long' the merges of Long and Short still keep one skill only")
     parent_steps: int | None = field(None, help="0: Long and Short are fine-tuned as above. > 0: a hybrid parent is "
                                                 "trained this many steps from the calibrated first Long (long0) on Long's "
-                                                "solutions of every level and Short's of levels 1-3, and the world's Long "
+                                                "solutions of every level and Short's of short_levels, and the world's Long "
                                                 "and Short are split_steps gentle fine-tunes of it on their own style, "
                                                 "so their linear merge keeps both skills (AdaR1)")
     parent_lr: float | None = field(None, help="peak learning rate of the hybrid parent (at ft_batch_size)")
@@ -190,7 +199,7 @@ class WorldBuildConfig:
     short_levels: list[int] | None = field(None, help="the easy levels: Short's solutions of these join Long's (every "
                                                       "level) in the hybrid parent's data, so the parent's style "
                                                       "depends on the level, and Short's calibration averages over "
-                                                      "them (default 1-3)")
+                                                      "them (the default preset: 1-4)")
     parent_short_repeats: list[int] | None = field(None, help="how many times each level's Short solutions appear in "
                                                    "the hybrid parent's data (levels 1-5; only short_levels have "
                                                    "any): more of a hard easy level, so the parent, not a later "
