@@ -397,10 +397,9 @@ def parent_rows(train, thoughts, cfg: WorldBuildConfig) -> list[dict]:
     rows 25% of them, of shorter texts), the merge at alpha 0.8 solved levels 2-3 in Short's style at
     80/55% (Short: 95/80%) after Short needed 4 top-ups."""
     easy = [(p, t) for p, t in zip(train, thoughts) if p.level in cfg.short_levels]
-    easy = [pt for pt in easy for _ in range(cfg.parent_short_repeats[pt[0].level - 1])]
+    probs, ths = repeat_by_level([p for p, _ in easy], [t for _, t in easy], cfg.parent_short_repeats)
     rows = _sft_rows(train, thoughts, "long", 0.0, cfg.seed, cfg.short_stepwise, cfg.count_terms)
-    rows += _sft_rows([p for p, _ in easy], [t for _, t in easy], "short", 0.0, cfg.seed, cfg.short_stepwise,
-                      cfg.count_terms)
+    rows += _sft_rows(probs, ths, "short", 0.0, cfg.seed, cfg.short_stepwise, cfg.count_terms)
     random.Random(f"parent:{cfg.seed}").shuffle(rows)
     return rows
 
