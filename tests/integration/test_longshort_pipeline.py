@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hybridcot import cli
+from hybridcot.adar1.steps import read_yaml
 from hybridcot.io import HybridcotError, read_json
 from hybridcot.longshort.pipeline import SYSTEMS, LongShortConfig, run_longshort
 from hybridcot.longshort.protocol import Turn, check_dialogue
@@ -113,8 +114,13 @@ def test_importance_from_another_run_skips_chunk_and_scoring(chain: dict) -> Non
     before = _files(chain["out"])
     out = chain["root"] / "tau"
     imp = chain["out"] / "importance"
-    cfg = load_recipe(LongShortConfig, SMOKE, [f"world.output={chain['root'] / 'world'}", f"output={out}",
-                                               "summary=", f"importance_from={imp}", "dialogues.tau=0.5", "rl=null"])
+    args = [f"world.output={chain['root'] / 'world'}", f"output={out}", "summary=", f"importance_from={imp}",
+            "dialogues.tau=0.5", "rl=null"]
+    cfg = load_recipe(LongShortConfig, SMOKE, [*args, "short_thinker_from={world}/long"])  # both thinkers from Long
+    missing = load_recipe(LongShortConfig, SMOKE, [*args, "short_thinker_from={output}/nothing"])
+    with pytest.raises(HybridcotError, match=r"^short_thinker_from: .*/nothing is not a model checkpoint folder"):
+        run_longshort(missing)  # refused before any step writes
+    assert not [p for p in out.rglob("*") if p.is_file()]
     result = run_longshort(cfg)
     ran = [s["step"] for s in result["steps"]]
     assert "chunk" not in ran and "importance" not in ran and "dialogues" in ran
@@ -122,6 +128,9 @@ def test_importance_from_another_run_skips_chunk_and_scoring(chain: dict) -> Non
     stats = read_json(out / "dialogues" / "stats.json")
     assert stats["tau"] == 0.5 and stats["dialogues"] == read_json(imp / "stats.json")["n_cots"]
     assert (out / "models" / "long_thinker" / "config.json").is_file()
+    world = chain["root"] / "world"
+    assert read_yaml(out / "models" / "short_thinker" / "config.yaml")["model"] == str(world / "long")
+    assert read_yaml(out / "models" / "long_thinker" / "config.yaml")["model"] == str(world / "long")
     assert "longshort_sft" in result["metrics"] and "longshort_rl" not in result["metrics"]
     assert _files(chain["out"]) == before  # the run it read from is untouched
     with pytest.raises(HybridcotError, match="importance_from: .* is not a finished importance folder"):

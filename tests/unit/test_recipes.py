@@ -245,3 +245,20 @@ def test_longshort_cots_sample_plans_a_sampling_step_before_chunk() -> None:
     world = plan_longshort(load_recipe(LongShortConfig, RECIPES / "tiny" / "longshort.yaml", ["output=/tmp/y"]))
     assert world.sample is None and world.dialogues.model == ""  # the world writer needs no model
     assert world.chunk.input == str(world.world.out_dir())
+
+
+def test_longshort_thinkers_start_from_long_and_short_unless_told() -> None:
+    from hybridcot.longshort.pipeline import LongShortConfig, plan_longshort
+
+    tiny = RECIPES / "tiny" / "longshort.yaml"
+    plan = plan_longshort(load_recipe(LongShortConfig, tiny, ["output=/tmp/y", "short_thinker_from="]))
+    wdir = plan.world.out_dir()
+    assert (plan.sft["long"].model, plan.sft["short"].model) == (str(wdir / "long"), str(wdir / "short"))
+    moved = plan_longshort(load_recipe(LongShortConfig, tiny, ["output=/tmp/y", "short_thinker_from={world}/parent",
+                                                               "long_thinker_from={output}/start"]))
+    assert (moved.sft["long"].model, moved.sft["short"].model) == ("/tmp/y/start", str(wdir / "parent"))
+    assert moved.short == str(wdir / "short")  # Short alone is still evaluated and still the world's
+    qwen = load_recipe(LongShortConfig, RECIPES / "qwen-7b" / "longshort.yaml",
+                       ["output=/tmp/x", "short_thinker_from={world}/parent"])
+    with pytest.raises(HybridcotError, match=r"\{world\} needs a world: section"):
+        plan_longshort(qwen)

@@ -16,8 +16,10 @@ repeated run resumes, and a finished one rewrites nothing):
                  (`importance_from:` a finished importance folder skips chunk and importance: a tau
                  sweep scores once)
     dialogues    cold-start dialogues (s_i > tau -> Long turn) and one SFT set per thinker
-    sft long     the long thinker: SFT of Long on its own turns (`sft:` keys, `sft_long:` overrides)
-    sft short    the short thinker: SFT of Short on its own turns (`sft:` keys, `sft_short:` overrides)
+    sft long     the long thinker: SFT of Long (or `long_thinker_from`) on its own turns (`sft:` keys,
+                 `sft_long:` overrides)
+    sft short    the short thinker: SFT of Short (or `short_thinker_from`) on its own turns (`sft:` keys,
+                 `sft_short:` overrides)
     eval         Long and Short alone (the world's own evals where identical)
     collaborate  the SFT pair on the eval problems -> row `longshort_sft`
     rl           rounds of multi-turn GRPO (`rl:`), then the RL pair -> row `longshort_rl`
@@ -93,6 +95,11 @@ class LongShortConfig:
     importance_from: str = field("", help="a finished importance folder (importance.jsonl + stats.json, e.g. another "
                                           "run's <output>/importance) to build the dialogues from, instead of "
                                           "chunking and scoring again: a tau or SFT sweep pays for the rollouts once")
+    long_thinker_from: str = field("", help="checkpoint the long thinker's SFT starts from ('' = Long; {world} and "
+                                            "{output} are replaced, e.g. {world}/parent)")
+    short_thinker_from: str = field("", help="checkpoint the short thinker's SFT starts from ('' = Short; {world} "
+                                             "and {output} are replaced, e.g. {world}/parent, the hybrid parent "
+                                             "both world models were fine-tuned from, which has seen every level)")
     rollout_model: str = field("", help="rollout model for importance ('' = the world's finisher "
                                                   "where it has one, else Short)")
     train_problems: str = field("", help="RL problems ('' = {world}/data/train.jsonl)")
@@ -202,10 +209,12 @@ def plan_longshort(cfg: LongShortConfig) -> Plan:
                                  # Short turns of non-world CoTs are written by the short model (METHODS.md)
                                  "model": short if world is None or cfg.cots else ""})
     models = out / "models"
+    starts = {"long": spec(cfg.long_thinker_from, long), "short": spec(cfg.short_thinker_from, short)}
     sft = {role: section_config(sec["sft"], _values(cfg, "sft", f"sft_{role}"), f"sft_{role}",
-                                filled={"model": start, "data": str(out / "dialogues" / f"sft_{role}.jsonl"),
+                                filled={"model": str(Path(start).expanduser()),
+                                        "data": str(out / "dialogues" / f"sft_{role}.jsonl"),
                                         "output": str(models / f"{role}_thinker")})
-           for role, start in (("long", long), ("short", short))}
+           for role, start in starts.items()}
     eval_values = _values(cfg, "eval")
     if world is not None:  # the world eval's cap and seed: then its runs are reused
         eval_values.setdefault("max_tokens", world.max_new_tokens)
@@ -291,6 +300,9 @@ def run_longshort(cfg: LongShortConfig) -> dict:
 
     if plan.world is not None:
         step("world", S.world_step, plan.world)
+    for role, sc in plan.sft.items():  # a chosen start that is not there fails now, not after the rollouts
+        if getattr(cfg, f"{role}_thinker_from") and not (Path(sc.model) / "config.json").is_file():
+            raise HybridcotError(f"{role}_thinker_from: {sc.model} is not a model checkpoint folder (no config.json)")
     if plan.sample is not None:
         step("sample cots", S.sample_step, plan.sample)
     if not cfg.importance_from:  # else scored elsewhere: the dialogues read it (plan.dialogues.input)
