@@ -118,7 +118,7 @@ def test_importance_from_another_run_skips_chunk_and_scoring(chain: dict) -> Non
             "dialogues.tau=0.5", "rl=null"]
     cfg = load_recipe(LongShortConfig, SMOKE, [*args, "short_thinker_from={world}/long"])  # both thinkers from Long
     missing = load_recipe(LongShortConfig, SMOKE, [*args, "short_thinker_from={output}/nothing"])
-    with pytest.raises(HybridcotError, match=r"^short_thinker_from: .*/nothing is not a model checkpoint folder"):
+    with pytest.raises(HybridcotError, match=r"^short_thinker_from: .*/nothing: not a model checkpoint folder"):
         run_longshort(missing)  # refused before any step writes
     assert not [p for p in out.rglob("*") if p.is_file()]
     result = run_longshort(cfg)

@@ -49,6 +49,7 @@ from hybridcot.longshort.chunking import ChunkConfig
 from hybridcot.longshort.collaborate import CollaborateConfig
 from hybridcot.longshort.dialogues import DialoguesConfig
 from hybridcot.longshort.importance import ImportanceConfig
+from hybridcot.models import check_checkpoint
 from hybridcot.recipes import Section, section_config, validate_sections
 
 SYSTEMS = ("longshort_sft", "longshort_rl")  # the rows this chain adds
@@ -301,8 +302,11 @@ def run_longshort(cfg: LongShortConfig) -> dict:
     if plan.world is not None:
         step("world", S.world_step, plan.world)
     for role, sc in plan.sft.items():  # a chosen start that is not there fails now, not after the rollouts
-        if getattr(cfg, f"{role}_thinker_from") and not (Path(sc.model) / "config.json").is_file():
-            raise HybridcotError(f"{role}_thinker_from: {sc.model} is not a model checkpoint folder (no config.json)")
+        if getattr(cfg, f"{role}_thinker_from"):
+            try:
+                check_checkpoint(sc.model)
+            except HybridcotError as e:
+                raise HybridcotError(f"{role}_thinker_from: {e}") from None
     if plan.sample is not None:
         step("sample cots", S.sample_step, plan.sample)
     if not cfg.importance_from:  # else scored elsewhere: the dialogues read it (plan.dialogues.input)
