@@ -115,6 +115,8 @@ def main(method: str, module: str, cls: str, fn: str, systems: list[str], headli
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     ap.add_argument("--recipe", default=str(REPO / "recipes" / "tiny" / f"{method}.yaml"))
     ap.add_argument("--root", default=str(REPO / "runs" / "bench" / method), help="where the chains write")
+    ap.add_argument("--out", default=None,
+                    help=f"result JSON (default bench/results/{method}_quality.json; name another for a variant)")
     ap.add_argument("overrides", nargs="*", help="recipe overrides (dotted key=value)")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
@@ -131,9 +133,10 @@ def main(method: str, module: str, cls: str, fn: str, systems: list[str], headli
               # seed's chain steps cost when they last ran (chain.json; steps copied in are untimed)
               "wall_s": {str(k): v["wall_s"] for k, v in per_seed.items()},
               "chain_s": {str(k): chain_seconds(Path(a.root) / f"seed-{k}") for k in seeds}}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{method}_quality.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = Path(a.out) if a.out else RESULTS / f"{method}_quality.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from hybridcot.io import write_json
+    write_json(path, result)   # temp file, then rename: a killed run leaves the last result whole
 
     def fmt(key: str) -> str:
         v = summary.get(key)
