@@ -114,7 +114,7 @@ def main(method: str, module: str, cls: str, fn: str, systems: list[str], headli
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     ap.add_argument("--recipe", default=str(REPO / "recipes" / "tiny" / f"{method}.yaml"))
     ap.add_argument("--root", default=str(REPO / "runs" / "bench" / method), help="where the chains write")
-    ap.add_argument("--out", default=None,
+    ap.add_argument("--output", default=None,
                     help=f"result JSON (default bench/results/{method}_quality.json; name another for a variant)")
     ap.add_argument("overrides", nargs="*", help="recipe overrides (dotted key=value)")
     a = ap.parse_args()
@@ -132,10 +132,9 @@ def main(method: str, module: str, cls: str, fn: str, systems: list[str], headli
               # seed's chain steps cost when they last ran (chain.json; steps copied in are untimed)
               "wall_s": {str(k): v["wall_s"] for k, v in per_seed.items()},
               "chain_s": {str(k): chain_seconds(Path(a.root) / f"seed-{k}") for k in seeds}}
-    path = Path(a.out) if a.out else RESULTS / f"{method}_quality.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(a.output) if a.output else RESULTS / f"{method}_quality.json"
     from hybridcot.io import write_json
-    write_json(path, result)   # temp file, then rename: a killed run leaves the last result whole
+    write_json(path, result)   # makes the folder; temp file, then rename: a killed run leaves the last result whole
 
     def fmt(key: str) -> str:
         v = summary.get(key)

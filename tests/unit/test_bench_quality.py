@@ -89,10 +89,10 @@ def test_main_writes_summary_with_the_floor_over_seeds(bench, tmp_path: Path, wo
     assert res["chain_s"] == {"0": {"total_s": 0.0, "untimed": []}, "1": {"total_s": 0.0, "untimed": []}}  # no chain.json
     write_json(tmp_path / "x.json", res)  # plain JSON: no NaN or Infinity slipped in
     assert "Infinity" not in (tmp_path / "x.json").read_text()
-    # --out names a variant's result file (e.g. a recipe override) and leaves the default one alone
+    # --output names (as bench/demo.py and bench/generation.py) a variant's result file (e.g. a recipe override) and leaves the default one alone
     before = (tmp_path / "results" / "longshort_quality.json").read_text()
     monkeypatch.setattr(sys, "argv", ["longshort_quality.py", "--seeds", "0", "--root", str(tmp_path),
-                                      "--out", str(tmp_path / "variant" / "v.json"), "merge.alpha=0.4"])
+                                      "--output", str(tmp_path / "variant" / "v.json"), "merge.alpha=0.4"])
     q.main("longshort", "m", "C", "f", bench.SYSTEMS, "tokens_ratio_vs_long", bench.summary,
            extra_keys=("short_thinker_token_share",), seed_extra=bench.seed_figures)
     v = json.loads((tmp_path / "variant" / "v.json").read_text())
