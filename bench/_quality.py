@@ -53,7 +53,12 @@ def aggregate(per_seed: dict[int, dict], systems: list[str], extra_keys: tuple[s
             if m is None:
                 continue
             row = _rel(m, s["metrics"]["long"])
-            row.update({k: m.get(k) for k in extra_keys if m.get(k) is not None})
+            for k in extra_keys:   # a per-level figure ({"1": x, ...}) joins as k_1, k_2, ...
+                v = m.get(k)
+                if isinstance(v, dict):
+                    row.update({f"{k}_{sub}": x for sub, x in v.items() if isinstance(x, (int, float))})
+                elif v is not None:
+                    row[k] = v
             rows.append(row)
         if not rows:
             continue

@@ -30,12 +30,44 @@ def summary(agg: dict) -> dict:
     dpo_tok, _ = pick(agg, "dpo_shortest", "mean_tokens")
     out["more_accurate_than_merge"] = None if acc is None or merge_acc is None else acc > merge_acc
     out["shorter_than_dpo_shortest"] = None if tok is None or dpo_tok is None else tok < dpo_tok
+    # the issue's comparisons seed by seed too (how many seeds of those run both systems agree)
+    out["more_accurate_than_merge_seeds"] = _seeds_where(agg, "adar1", "merge", "accuracy", lambda a, b: a > b)
+    out["shorter_than_dpo_shortest_seeds"] = _seeds_where(agg, "adar1", "dpo_shortest", "mean_tokens",
+                                                          lambda a, b: a < b)
+    # the paper's ablation: bi-level against group-level only, on length at equal or better accuracy
+    g_acc, _ = pick(agg, "group_only", "accuracy")
+    g_tok, _ = pick(agg, "group_only", "mean_tokens")
+    for key in ("tokens_ratio_vs_long", "accuracy_delta_vs_long"):
+        v, ci = pick(agg, "group_only", key)
+        if v is not None:
+            out[f"group_only_{key}"], out[f"group_only_{key}_ci"] = v, ci
+    out["shorter_than_group_only"] = None if tok is None or g_tok is None else tok < g_tok
+    out["at_least_as_accurate_as_group_only"] = None if acc is None or g_acc is None else acc >= g_acc
+    out["shorter_than_group_only_seeds"] = _seeds_where(agg, "adar1", "group_only", "mean_tokens", lambda a, b: a < b)
+    # the Long-style share of AdaR1's answers per difficulty level (mean over seeds): does it rise?
+    levels = sorted((k.rsplit("_", 1)[1] for k in (agg.get("adar1") or {}) if k.startswith("long_style_share_")),
+                    key=lambda lv: (len(lv), lv))
+    if levels:
+        share = [pick(agg, "adar1", f"long_style_share_{lv}")[0] for lv in levels]
+        out["long_style_share_levels"] = levels
+        out["long_style_share_by_level"] = share
+        out["long_style_share_rises"] = share[-1] > share[0] and all(b >= a for a, b in zip(share, share[1:]))
     # the recipe's on-policy instance rounds (`rounds:`, our extension) after AdaR1's one pass, where run
     for key in ("tokens_ratio_vs_long", "accuracy_delta_vs_long", "aes"):
         v, ci = pick(agg, "adar1_onpolicy", key)
         if v is not None:
             out[f"onpolicy_{key}"], out[f"onpolicy_{key}_ci"] = v, ci
     return out
+
+
+def _seeds_where(agg: dict, a: str, b: str, key: str, test) -> list[int] | None:
+    """[seeds where test(a's key, b's key) holds, of the seeds that ran both] as [count, of], or None.
+    Per-seed lists are aligned only when both systems ran on every seed, so otherwise None."""
+    va = ((agg.get(a) or {}).get(key) or {}).get("per_seed")
+    vb = ((agg.get(b) or {}).get(key) or {}).get("per_seed")
+    if not va or not vb or len(va) != len(vb):
+        return None
+    return [sum(bool(test(x, y)) for x, y in zip(va, vb)), len(va)]
 
 
 def style_bound(seed_dir: Path, count_tokens=None) -> dict:
@@ -94,4 +126,4 @@ if __name__ == "__main__":
     main("adar1", "hybridcot.adar1.pipeline", "AdaR1Config", "run_adar1", SYSTEMS,
          "tokens_ratio_vs_long,accuracy_delta_vs_long,aes,oracle_per_level_tokens_ratio_vs_long,"
          "lean_per_level_tokens_ratio_vs_long,onpolicy_tokens_ratio_vs_long,onpolicy_accuracy_delta_vs_long", summary,
-         seed_extra=style_bound)
+         extra_keys=("long_style_share",), seed_extra=style_bound)

@@ -182,3 +182,44 @@ def test_adar1_bench_summary_adds_the_onpolicy_row_only_where_the_chains_ran_it(
     assert got["onpolicy_tokens_ratio_vs_long"] == pytest.approx(0.6)
     assert got["onpolicy_accuracy_delta_vs_long"] == pytest.approx(-6.0)
     assert got["tokens_ratio_vs_long"] == pytest.approx(0.7025)  # AdaR1's own row is unchanged
+
+
+def test_adar1_summary_states_each_acceptance_comparison(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's comparisons (Merge, DPO-shortest, group-level only, the Long-style share by level)
+    on the mean and seed by seed, from per-seed rows whose answers are known."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    monkeypatch.delitem(sys.modules, "_quality", raising=False)
+    adar1 = load_bench("adar1_quality")
+    q = sys.modules["_quality"]
+
+    def row(acc: float, tok: float, share: dict | None = None) -> dict:
+        return {"accuracy": acc, "mean_tokens": tok, **({"long_style_share": share} if share else {})}
+
+    per_seed = {}
+    for s, (g_tok, m_acc) in enumerate([(101.0, 0.95), (99.0, 0.99), (102.0, 0.90)]):
+        per_seed[s] = {"metrics": {
+            "long": row(1.0, 200.0, {"1": 1.0, "2": 1.0}),
+            "merge": row(m_acc, 90.0), "dpo_shortest": row(1.0, 180.0),
+            "group_only": row(0.97, g_tok),
+            "adar1": row(0.98, 100.0, {"1": 0.0, "2": 0.5 + 0.1 * s, "10": 1.0})}}
+    agg = q.aggregate(per_seed, adar1.SYSTEMS, extra_keys=("long_style_share",))
+    got = adar1.summary(agg)
+    assert got["tokens_ratio_vs_long"] == pytest.approx(0.5)
+    assert got["more_accurate_than_merge"] is True and got["more_accurate_than_merge_seeds"] == [2, 3]
+    assert got["shorter_than_dpo_shortest"] is True and got["shorter_than_dpo_shortest_seeds"] == [3, 3]
+    # group-level only: 100.67 tokens on the mean (AdaR1 shorter), but seed 1's is shorter than AdaR1's
+    assert got["shorter_than_group_only"] is True and got["shorter_than_group_only_seeds"] == [2, 3]
+    assert got["at_least_as_accurate_as_group_only"] is True
+    assert got["group_only_accuracy_delta_vs_long"] == pytest.approx(-3.0)
+    assert got["long_style_share_levels"] == ["1", "2", "10"]  # numeric order, not text order
+    assert got["long_style_share_by_level"] == pytest.approx([0.0, 0.6, 1.0])
+    assert got["long_style_share_rises"] is True
+    # a share that falls somewhere does not "rise", even if the last level is above the first
+    for s in per_seed.values():
+        s["metrics"]["adar1"]["long_style_share"]["2"] = 1.0
+        s["metrics"]["adar1"]["long_style_share"]["10"] = 0.9
+    assert adar1.summary(q.aggregate(per_seed, adar1.SYSTEMS, extra_keys=("long_style_share",)))["long_style_share_rises"] is False
+    # a system missing on one seed: no seed-by-seed count (the lists would not line up)
+    del per_seed[1]["metrics"]["group_only"]
+    got = adar1.summary(q.aggregate(per_seed, adar1.SYSTEMS, extra_keys=("long_style_share",)))
+    assert got["shorter_than_group_only_seeds"] is None and got["shorter_than_group_only"] is True
