@@ -45,6 +45,8 @@ def _rel(m: dict, base: dict) -> dict:
 
 def aggregate(per_seed: dict[int, dict], systems: list[str], extra_keys: tuple[str, ...] = ()) -> dict:
     """{system: {key: {"mean", "ci": [lo, hi], "per_seed": [...]}}} for each relative figure."""
+    from hybridcot.evaluation.report import summary_entry
+
     out: dict = {}
     for name in ["long", *systems]:
         rows = []
@@ -53,8 +55,10 @@ def aggregate(per_seed: dict[int, dict], systems: list[str], extra_keys: tuple[s
             if m is None:
                 continue
             row = _rel(m, s["metrics"]["long"])
+            # the demo row's figures too (long_style_share per level from an eval's per-level style_share)
+            fields = {**summary_entry(m, name), **m}
             for k in extra_keys:   # a per-level figure ({"1": x, ...}) joins as k_1, k_2, ...
-                v = m.get(k)
+                v = fields.get(k)
                 if isinstance(v, dict):
                     row.update({f"{k}_{sub}": x for sub, x in v.items() if isinstance(x, (int, float))})
                 elif v is not None:

@@ -223,3 +223,21 @@ def test_adar1_summary_states_each_acceptance_comparison(monkeypatch: pytest.Mon
     del per_seed[1]["metrics"]["group_only"]
     got = adar1.summary(q.aggregate(per_seed, adar1.SYSTEMS, extra_keys=("long_style_share",)))
     assert got["shorter_than_group_only_seeds"] is None and got["shorter_than_group_only"] is True
+
+
+def test_aggregate_reads_the_long_style_share_from_eval_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain's eval metrics.json carries style_share per level, not the demo row's long_style_share:
+    aggregate derives it as the summary row does."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    monkeypatch.delitem(sys.modules, "_quality", raising=False)
+    import _quality
+
+    def metrics(shares: list[float]) -> dict:
+        return {"accuracy": 1.0, "mean_tokens": 10.0,
+                "per_level": {str(i + 1): {"accuracy": 1.0, "mean_tokens": 10.0, "style_share": {"long": x, "short": 1 - x}}
+                              for i, x in enumerate(shares)}}
+
+    per_seed = {s: {"metrics": {"long": metrics([1.0, 1.0]), "adar1": metrics([0.0, 0.2 * (s + 1)])}} for s in (0, 1)}
+    agg = _quality.aggregate(per_seed, ["adar1"], extra_keys=("long_style_share",))
+    assert agg["adar1"]["long_style_share_1"]["mean"] == 0.0
+    assert agg["adar1"]["long_style_share_2"]["per_seed"] == pytest.approx([0.2, 0.4])
