@@ -273,3 +273,62 @@ def test_bad_importance_records_name_line_and_field(tmp_path: Path) -> None:
             read_importance(tmp_path / "i.jsonl")
     write_jsonl(tmp_path / "i.jsonl", [good])
     assert read_importance(tmp_path / "i.jsonl")[0]["thoughts"] == ["t"]
+
+
+def test_skip_long_gives_the_whole_cot_to_one_final_short_turn() -> None:
+    for p, thoughts in _world(12, seed=5):
+        texts = [t.text for t in thoughts]
+        s = [0.5] * len(texts)  # every thought important: skipping overrides importance
+        turns, info = build_dialogue(texts, s, p.to_record(), world_writer, skip_long=True)
+        assert check_dialogue(turns) is None and [t.role for t in turns] == [LONG, SHORT]
+        assert turns[0].text == "" and render(turns[0]) == "<think></think>" and turns[1].final
+        assert _turn_ops(turns) == _problem_ops(p)  # every operation once, all in the short turn
+        assert grade(dialogue_text(turns), str(p.answer)).correct
+        assert info == {"forced_first": False, "final_appended": False, "dropped_short_runs": 0,
+                        "long_thoughts": [], "skipped_long": True}
+        assert parse(LONG, render(turns[0])) == turns[0]
+        _, kept = build_dialogue(texts, s, p.to_record(), world_writer)
+        assert kept["skipped_long"] is False and kept["long_thoughts"] == list(range(len(texts)))
+
+
+def test_short_samples_skip_the_long_thinker_where_short_solves_alone(tmp_path: Path) -> None:
+    imp, world = _importance(tmp_path)
+    ids = [p.id for p, _ in world]
+    # problem 0..3: 4/4 right; 4..7: 3/4; 8..10: 0/4; 11: no samples at all
+    samples = [{"id": pid, "k": j, "correct": (i < 4) or (i < 8 and j > 0)}
+               for i, pid in enumerate(ids[:11]) for j in range(4)]
+    write_jsonl(tmp_path / "short" / "samples.jsonl", samples)
+    for at, want in [(1.0, set(ids[:4])), (0.75, set(ids[:8]))]:
+        out = tmp_path / f"d{at}"
+        stats = run_dialogues(DialoguesConfig(input=str(imp), output=str(out), short_samples=str(tmp_path / "short"),
+                                              skip_long_min=at))
+        ds = read_jsonl(out / "dialogues.jsonl")
+        assert {d["id"] for d in ds if d["skipped_long"]} == want and stats["skipped_long"] == len(want)
+        assert all(d["correct"] and check_dialogue([Turn.from_record(t) for t in d["turns"]]) is None for d in ds)
+        for d in ds:
+            assert (d["turns"][0]["text"] == "") == d["skipped_long"]
+            assert len(d["turns"]) == 2 if d["skipped_long"] else d["n_long_thoughts"] > 1
+        long_rows = read_jsonl(out / "sft_long.jsonl")
+        empty = [r for r in long_rows if r["completion"][0]["content"] == "<think></think>"]
+        assert {r["id"] for r in empty} == want and len(empty) == len(want)
+        short_rows = [r for r in read_jsonl(out / "sft_short.jsonl") if r["id"] in want]
+        assert all(r["prompt"][-1]["content"].endswith("<think></think>") for r in short_rows)
+    plain = run_dialogues(DialoguesConfig(input=str(imp), output=str(tmp_path / "plain")))
+    assert plain["skipped_long"] == 0
+
+
+def test_bad_short_samples_name_file_line_and_field(tmp_path: Path) -> None:
+    imp, world = _importance(tmp_path, n=3)
+    path = tmp_path / "s.jsonl"
+    for bad, msg in [({"correct": 1}, "s.jsonl:2: field 'correct' must be true or false"),
+                     ({"id": ""}, "s.jsonl:2: field 'id' must be a non-empty string")]:
+        write_jsonl(path, [{"id": world[0][0].id, "correct": True}, {"id": world[1][0].id, "correct": True, **bad}])
+        with pytest.raises(HybridcotError, match=re.escape(msg)):
+            run_dialogues(DialoguesConfig(input=str(imp), output=str(tmp_path / "o"), short_samples=str(path)))
+    write_jsonl(path, [{"id": "elsewhere", "correct": True}])
+    with pytest.raises(HybridcotError, match="no sample of any of the 3 problems"):
+        run_dialogues(DialoguesConfig(input=str(imp), output=str(tmp_path / "o"), short_samples=str(path)))
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+    for at in (0.0, 1.5):
+        with pytest.raises(ValueError, match="skip_long_min must be in"):
+            DialoguesConfig(input="i", output="o", skip_long_min=at)

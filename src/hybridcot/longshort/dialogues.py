@@ -12,6 +12,12 @@ turn holding `\\boxed{}`: when the last thoughts were Long, a final Short turn i
 non-final Short run whose concise text is empty (e.g. only re-checks, which the world writer drops)
 is dropped and the Long turns around it become one. Every dialogue passes `protocol.check_dialogue`.
 
+Skipping the long thinker (`short_samples=`, our extension, not in the paper): given the short model's
+own graded samples on the same problems (`hybridcot sample`'s samples.jsonl), a problem it solves
+alone on at least `skip_long_min` of them gets an empty Long turn (`<think></think>`, the long
+thinker still speaks first) and one final Short turn written from the whole CoT, whatever the
+thoughts' s: no thought is worth the long thinker there. The long thinker then learns when to think.
+
 Short writers (`writer=`): "world" parses the operations the run performed from the embedded
 world's steps ("so A+B=C.") and writes them as running totals "A+B=C, C-D=E." (as `world.write_short_span`;
 with `letters`, the default, each total carries its term's letter where the steps name one: "B A+B=C"),
@@ -21,7 +27,7 @@ final turn without `\\boxed{}` gets "The answer is \\boxed{<answer>}." appended,
 correct CoTs); "auto" (default) uses the world writer where every thought is a world thought.
 
 Outputs in `output/`: `dialogues.jsonl` (id, sample, problem, answer, level, gold, turns
-[Turn.to_record()], forced_first, final_appended, long_thoughts, writer, correct, long/short chars,
+[Turn.to_record()], forced_first, final_appended, long_thoughts, skipped_long, writer, correct, long/short chars,
 and long/short tokens with `tokenizer=`), `sft_long.jsonl` and `sft_short.jsonl` (TRL
 conversational prompt/completion, one row per own turn: prompt = `protocol.messages_for(role,
 problem, turns before it)`, completion = that turn rendered, so the loss is on the thinker's own
@@ -182,12 +188,24 @@ def _clean(text: str) -> str:
     return text.strip()
 
 
+def _final_text(writer: ShortWriter, texts: list[str], rec: dict) -> str:
+    """A final Short turn's text: the writer's, with the record's answer boxed where it boxed none."""
+    text = _clean(writer(texts, rec, True))
+    return text if extract_boxed(text) else f"{text} The answer is \\boxed{{{rec['answer']}}}.".strip()
+
+
 def build_dialogue(thoughts: Sequence[str], s: Sequence[float], rec: dict, writer: ShortWriter,
-                   tau: float = 0.0) -> tuple[list[Turn], dict]:
+                   tau: float = 0.0, skip_long: bool = False) -> tuple[list[Turn], dict]:
     """The dialogue for one CoT, and what happened: {forced_first, final_appended, dropped_short_runs,
-    long_thoughts (indices in Long turns)}. Raises ValueError when s and thoughts differ in length."""
+    long_thoughts (indices in Long turns), skipped_long}. Raises ValueError when s and thoughts differ
+    in length. With `skip_long` (the short model solves the problem alone: `short_samples`), the long
+    thinker's turn is empty and one final Short turn writes every thought, whatever its s."""
     if len(thoughts) != len(s) or not thoughts:
         raise ValueError(f"{len(thoughts)} thoughts but {len(s)} importance values")
+    if skip_long:
+        turns = [Turn(LONG, ""), Turn(SHORT, _final_text(writer, list(thoughts), rec), final=True)]
+        return turns, {"forced_first": False, "final_appended": False, "dropped_short_runs": 0,
+                       "long_thoughts": [], "skipped_long": True}
     long = [x > tau for x in s]
     forced = not long[0]
     long[0] = True
@@ -210,24 +228,19 @@ def build_dialogue(thoughts: Sequence[str], s: Sequence[float], rec: dict, write
                 turns.append(Turn(LONG, "\n\n".join(texts)))
             continue
         final = k == len(runs) - 1
-        text = _clean(writer(texts, rec, final))
-        if final and not extract_boxed(text):
-            text = f"{text} The answer is \\boxed{{{rec['answer']}}}.".strip()
+        text = _final_text(writer, texts, rec) if final else _clean(writer(texts, rec, False))
         if text:
             turns.append(Turn(SHORT, text, final=final))
         else:
             dropped += 1
     appended = runs[-1][0]
     if appended:
-        text = _clean(writer([], rec, True))
-        if not extract_boxed(text):
-            text = f"{text} The answer is \\boxed{{{rec['answer']}}}.".strip()
-        turns.append(Turn(SHORT, text, final=True))
+        turns.append(Turn(SHORT, _final_text(writer, [], rec), final=True))
     problem = check_dialogue(turns)
     if problem:  # a bug here, not bad input: every branch above keeps the protocol
         raise AssertionError(f"built an invalid dialogue: {problem}")
     return turns, {"forced_first": forced, "final_appended": appended, "dropped_short_runs": dropped,
-                   "long_thoughts": long_idx}
+                   "long_thoughts": long_idx, "skipped_long": False}
 
 
 def sft_rows(rec: dict, turns: Sequence[Turn]) -> dict[str, list[dict]]:
@@ -284,6 +297,24 @@ def read_importance(path: str | Path) -> list[dict]:
     return out
 
 
+def read_short_accuracy(path: str | Path) -> dict[str, float]:
+    """Per problem id, the share of its samples graded correct, from a samples.jsonl (a folder means its
+    samples.jsonl): each record needs `id` and a boolean `correct`."""
+    path = Path(path).expanduser()
+    path = path / "samples.jsonl" if path.is_dir() else path
+    right: dict[str, list[bool]] = {}
+    for lineno, rec in iter_jsonl(path):
+        pid, ok = rec.get("id"), rec.get("correct")
+        if isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
+            raise HybridcotError(f"{path}:{lineno}: field 'id' must be a non-empty string or integer, got {pid!r}")
+        if not isinstance(ok, bool):
+            raise HybridcotError(f"{path}:{lineno}: field 'correct' must be true or false, got {ok!r}")
+        right.setdefault(str(pid), []).append(ok)
+    if not right:
+        raise HybridcotError(f"{path}: no samples")
+    return {k: sum(v) / len(v) for k, v in right.items()}
+
+
 # ---------------------------------------------------------------- the stage
 
 
@@ -305,6 +336,14 @@ class DialoguesConfig:
     max_tokens: int = field(256, help="model writer: maximum tokens of one Short turn")
     tokenizer: str = field("", help="checkpoint/tokenizer folder to count each thinker's tokens (empty = chars only)")
     limit: int | None = field(None, help="build only the first `limit` dialogues")
+    short_samples: str = field("", help="our extension, not in the paper: the short model's own graded samples on these "
+                                        "problems (`hybridcot sample`'s samples.jsonl, or its folder). Where its "
+                                        "accuracy over a problem's samples is >= skip_long_min, the long thinker's "
+                                        "turn is empty and one final Short turn writes the whole CoT: no thought is "
+                                        "worth the long thinker where the short one alone solves the problem "
+                                        "('' = off, as the paper)")
+    skip_long_min: float = field(1.0, help="with short_samples: the short model's sampled accuracy on a problem at or "
+                                           "above which its dialogue skips the long thinker")
     tau_sweep: list[float] = field([0.0, 0.1, 0.2, 0.3, 0.5, math.inf],
                             help="with tokenizer= and the world writer: stats.json's `tau_sweep` rebuilds the "
                                  "dialogues at each tau (nothing else written) and reports their tokens per thinker "
@@ -325,6 +364,8 @@ class DialoguesConfig:
             raise ValueError(f"limit must be >= 1 or null, got {self.limit}")
         if any(math.isnan(x) for x in self.tau_sweep):
             raise ValueError(f"tau_sweep must not hold nan, got {self.tau_sweep!r}")
+        if not 0.0 < self.skip_long_min <= 1.0:
+            raise ValueError(f"skip_long_min must be in (0, 1], got {self.skip_long_min}")
 
 
 def _tau_json(tau: float) -> float | str:
@@ -349,6 +390,7 @@ def dialogue_stats(records: Sequence[dict], n_thoughts: int, tau: float) -> dict
            "forced_first": sum(r["forced_first"] for r in records),
            "final_appended": sum(r["final_appended"] for r in records),
            "dropped_short_runs": sum(r["dropped_short_runs"] for r in records),
+           "skipped_long": sum(bool(r.get("skipped_long")) for r in records),
            "writers": dict(Counter(r["writer"] for r in records)), "correct": sum(r["correct"] for r in records)}
     gold = [(r["gold"], set(r["long_thoughts"])) for r in records if r.get("gold")]
     if gold:  # the writer's marks (embedded world): where did the redundant thoughts go?
@@ -372,7 +414,7 @@ def tau_sweep(recs: Sequence[dict], taus: Sequence[float], writer: ShortWriter,
         tok = {LONG: 0, SHORT: 0}
         long_thoughts = 0
         for r in recs:
-            turns, info = build_dialogue(r["thoughts"], r["s"], r, writer, tau)
+            turns, info = build_dialogue(r["thoughts"], r["s"], r, writer, tau, r.get("skip_long", False))
             long_thoughts += len(info["long_thoughts"])
             for t in turns:
                 tok[t.role] += count(render(t))
@@ -394,6 +436,13 @@ def run_dialogues(cfg: DialoguesConfig, llm: Callable[[str], str] | None = None)
     if not recs:
         raise HybridcotError(f"{cfg.input}: no importance records")
     out = Path(cfg.output)
+    if cfg.short_samples:
+        acc = read_short_accuracy(cfg.short_samples)
+        if not any(r["id"] in acc for r in recs):
+            raise HybridcotError(f"{cfg.short_samples}: no sample of any of the {len(recs)} problems in {cfg.input} "
+                                 f"(ids such as {recs[0]['id']!r})")
+        for r in recs:
+            r["skip_long"] = acc.get(r["id"], 0.0) >= cfg.skip_long_min
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     gen, call = None, llm
@@ -417,7 +466,7 @@ def run_dialogues(cfg: DialoguesConfig, llm: Callable[[str], str] | None = None)
                     raise HybridcotError(f"{cfg.input}: record {r['id']!r}: {e}") from None
             else:
                 name, writer = cfg.writer, world if cfg.writer == "world" else model
-            turns, info = build_dialogue(r["thoughts"], r["s"], r, writer, cfg.tau)
+            turns, info = build_dialogue(r["thoughts"], r["s"], r, writer, cfg.tau, r.get("skip_long", False))
             d = {k: r[k] for k in ("id", "sample", "problem", "answer", "level", "gold")}
             d.update({"turns": [t.to_record() for t in turns], "writer": name, **info,
                       "n_long_thoughts": len(info["long_thoughts"])})
