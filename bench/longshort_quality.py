@@ -33,8 +33,9 @@ def summary(agg: dict) -> dict:
 
 def protocol_floor(seed_dir: Path) -> dict:
     """The cold-start data's own size (dialogues/stats.json): the dialogues at the recipe's tau and the
-    floor at tau = inf (only the forced first thought Long), each against the CoTs' tokens, with the
-    short thinker's share; a pair that keeps the protocol's turns cannot go far below that floor."""
+    floor at tau = inf (only the forced first thought Long, none where a dialogue skips the long
+    thinker), each against the CoTs' tokens, with the short thinker's share; a pair that keeps the
+    protocol's turns cannot go far below that floor."""
     stats = json.loads((seed_dir / "dialogues" / "stats.json").read_text())
     floor = next((r for r in stats.get("tau_sweep", []) if r["tau"] == "inf"), {})
     return {"dialogues_tokens_vs_cot": stats.get("tokens_vs_cot"),

@@ -135,3 +135,27 @@ def test_importance_from_another_run_skips_chunk_and_scoring(chain: dict) -> Non
     assert _files(chain["out"]) == before  # the run it read from is untouched
     with pytest.raises(HybridcotError, match="importance_from: .* is not a finished importance folder"):
         load_recipe(LongShortConfig, SMOKE, [f"output={out}", f"importance_from={chain['out'] / 'chunks'}"])
+
+
+def test_short_samples_step_feeds_the_dialogues_skip(chain: dict) -> None:
+    out = chain["root"] / "skip"
+    args = [f"world.output={chain['root'] / 'world'}", f"output={out}", "summary=", "rl=null",
+            f"importance_from={chain['out'] / 'importance'}", "short_samples.k=2", "short_samples.max_tokens=32",
+            "short_samples.backend=hf", "dialogues.skip_long_min=0.5"]
+    result = run_longshort(load_recipe(LongShortConfig, SMOKE, args))
+    assert [s["status"] for s in result["steps"] if s["step"] == "sample short"] == ["ran"]
+    samples = _jsonl(out / "samples" / "short" / "samples.jsonl")
+    assert len(samples) == 2 * 10  # k per chunked problem (the smoke world's 10 training problems)
+    right: dict[str, list[bool]] = {}
+    for s in samples:
+        right.setdefault(s["id"], []).append(s["correct"])
+    dialogues = _jsonl(out / "dialogues" / "dialogues.jsonl")
+    want = {i for i, v in right.items() if sum(v) / len(v) >= 0.5}
+    assert {d["id"] for d in dialogues if d["skipped_long"]} == want
+    for d in dialogues:
+        assert (d["turns"][0]["text"] == "") == d["skipped_long"]
+        assert check_dialogue([Turn.from_record(t) for t in d["turns"]]) is None
+    assert read_json(out / "dialogues" / "stats.json")["skipped_long"] == len(want)
+    assert read_yaml(out / "dialogues" / "config.yaml")["short_samples"] == str(out / "samples" / "short" / "samples.jsonl")
+    again = run_longshort(load_recipe(LongShortConfig, SMOKE, args))
+    assert {s["step"]: s["status"] for s in again["steps"]}["sample short"] == "skipped"

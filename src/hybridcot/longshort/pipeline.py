@@ -15,6 +15,10 @@ repeated run resumes, and a finished one rewrites nothing):
                  cut) -> acc_i, e_i, c_i, s_i
                  (`importance_from:` a finished importance folder skips chunk and importance: a tau
                  sweep scores once)
+    sample short with `short_samples:` (our extension, not in the paper): Short's own graded samples on
+                 the chunked problems (`short_samples:` keys, as AdaR1's sample stage; `limit` defaults to
+                 chunk's), so the dialogues skip the long thinker where Short alone solves a problem
+                 (`dialogues.skip_long_min`)
     dialogues    cold-start dialogues (s_i > tau -> Long turn) and one SFT set per thinker
     sft long     the long thinker: SFT of Long (or `long_thinker_from`) on its own turns (`sft:` keys,
                  `sft_long:` overrides)
@@ -53,7 +57,7 @@ from hybridcot.models import check_checkpoint
 from hybridcot.recipes import Section, section_config, validate_sections
 
 SYSTEMS = ("longshort_sft", "longshort_rl")  # the rows this chain adds
-SEEDED = ("sample", "importance", "sft", "collaborate", "rl", "eval")
+SEEDED = ("sample", "short_samples", "importance", "sft", "collaborate", "rl", "eval")
 
 
 def _rl_section() -> Section:
@@ -71,7 +75,8 @@ class LongShortConfig:
         "sample": Section(SampleConfig, ("model", "problems", "output", "name")),
         "chunk": Section(ChunkConfig, ("input", "output", "problems")),
         "importance": Section(ImportanceConfig, ("chunks", "model", "output")),
-        "dialogues": Section(DialoguesConfig, ("input", "output", "tokenizer", "model")),
+        "short_samples": Section(SampleConfig, ("model", "problems", "output", "name")),
+        "dialogues": Section(DialoguesConfig, ("input", "output", "tokenizer", "model", "short_samples")),
         "sft": Section(SFTStageConfig, ("model", "data", "output")),
         "sft_long": Section(SFTStageConfig, ("model", "data", "output")),
         "sft_short": Section(SFTStageConfig, ("model", "data", "output")),
@@ -107,7 +112,12 @@ class LongShortConfig:
     eval_problems: str = field("", help="problems to evaluate on ('' = {world}/data/test.jsonl, the world eval's)")
     chunk: dict = field({}, help="chunk keys (ChunkConfig): method, markers, min_thought_tokens, limit, ...")
     importance: dict = field({}, help="importance keys (ImportanceConfig): n, delta, adaptive, limit, ...")
-    dialogues: dict = field({}, help="dialogues keys (DialoguesConfig): tau, writer, ...")
+    short_samples: dict | None = field(None, help="our extension, not in the paper: sample keys (SampleConfig: k, "
+                                                  "temperature, max_tokens, limit, ...) for Short's own samples on the "
+                                                  "chunked problems; where Short is right on at least "
+                                                  "dialogues.skip_long_min of them, the dialogue skips the long thinker "
+                                                  "(an empty Long turn, one final Short turn); null = off, as the paper")
+    dialogues: dict = field({}, help="dialogues keys (DialoguesConfig): tau, writer, skip_long_min, ...")
     sft: dict = field({}, help="SFT keys (SFTStageConfig) for both thinkers")
     sft_long: dict = field({}, help="SFT keys for the long thinker only (over sft:)")
     sft_short: dict = field({}, help="SFT keys for the short thinker only (over sft:)")
@@ -148,6 +158,7 @@ class Plan:
     long: str
     short: str
     sample: SampleConfig | None
+    short_samples: SampleConfig | None
     chunk: ChunkConfig
     importance: ImportanceConfig
     dialogues: DialoguesConfig
@@ -204,9 +215,18 @@ def plan_longshort(cfg: LongShortConfig) -> Plan:
                                                else short),
                                  "output": str(out / "importance")})
     imp_dir = Path(cfg.importance_from).expanduser() if cfg.importance_from else out / "importance"
+    short_samples = None
+    if cfg.short_samples is not None:
+        values = _values(cfg, "short_samples")
+        values.setdefault("limit", chunk.limit)  # the problems whose CoTs were chunked: the first `limit`
+        short_samples = section_config(sec["short_samples"], values, "short_samples",
+                                       filled={"model": short, "problems": train,
+                                               "output": str(out / "samples" / "short"), "name": "short"})
     dia = section_config(sec["dialogues"], _values(cfg, "dialogues"), "dialogues",
                          filled={"input": str(imp_dir), "output": str(out / "dialogues"),
                                  "tokenizer": long,
+                                 "short_samples": str(Path(short_samples.output) / "samples.jsonl")
+                                 if short_samples is not None else "",
                                  # Short turns of non-world CoTs are written by the short model (METHODS.md)
                                  "model": short if world is None or cfg.cots else ""})
     models = out / "models"
@@ -235,7 +255,7 @@ def plan_longshort(cfg: LongShortConfig) -> Plan:
         rl = section_config(_rl_section(), _values(cfg, "rl"), "rl",
                             filled={"long_model": lt, "short_model": st, "problems": train, "output": str(out / "rl")})
         collab_rl = collab("longshort_rl", str(out / "rl" / "long"), str(out / "rl" / "short"))
-    return Plan(out=out, world=world, long=long, short=short, sample=sample, chunk=chunk, importance=imp, dialogues=dia, sft=sft,
+    return Plan(out=out, world=world, long=long, short=short, sample=sample, short_samples=short_samples, chunk=chunk, importance=imp, dialogues=dia, sft=sft,
                 evals=evals, collab_sft=collab("longshort_sft", lt, st), rl=rl, collab_rl=collab_rl)
 
 
@@ -312,6 +332,8 @@ def run_longshort(cfg: LongShortConfig) -> dict:
     if not cfg.importance_from:  # else scored elsewhere: the dialogues read it (plan.dialogues.input)
         step("chunk", _data_step, plan.chunk, run_chunk, "stats.json")
         step("importance", _importance_step, plan.importance)
+    if plan.short_samples is not None:
+        step("sample short", S.sample_step, plan.short_samples)
     step("dialogues", _data_step, plan.dialogues, run_dialogues, "stats.json")
     for role, sc in plan.sft.items():
         step(f"sft {role}", S.train_step, sc, "sft")
