@@ -245,10 +245,21 @@ def test_collaborate_kill_and_resume(tmp_path: Path, pico_model_dir: Path, monke
 # ---------------------------------------------------------------- a training stage (TRL checkpoints)
 
 def _complete_checkpoints(trl: Path) -> list[int]:
-    """Steps of the checkpoint folders TRL finished writing (trainer_state.json is written last)."""
+    """Steps of the checkpoint folders TRL finished writing (trainer_state.json is written last). The
+    state must parse, as `training.last_trl_checkpoint` requires: a kill while it is being written
+    leaves the file there but torn (seen under load: the resume then rightly took the one before)."""
+    import json
+
+    def parses(p: Path) -> bool:
+        try:
+            json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return True
+
     if not trl.is_dir():
         return []
-    return sorted(int(p.name.split("-")[1]) for p in trl.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
+    return sorted(int(p.name.split("-")[1]) for p in trl.glob("checkpoint-*") if parses(p))
 
 
 def test_sft_kill_and_resume_from_trl_checkpoint(tmp_path: Path, pico_model_dir: Path,
